@@ -1,0 +1,37 @@
+# Corral: the two set-up commands are `make demo` and `make test` (see README.md).
+# Both bootstrap idempotently (Debian packages, .venv from requirements.txt) before they run.
+SHELL := /bin/bash
+VENV := .venv/bin
+
+.PHONY: demo test bootstrap lint collection tiers bench requirements clean
+
+demo: bootstrap
+	scripts/demo
+
+test: bootstrap
+	scripts/test
+
+bootstrap:
+	scripts/bootstrap
+
+lint: bootstrap
+	scripts/lint
+
+collection: bootstrap
+	scripts/check-collection
+
+# Only the pytest tiers (make tiers TIERS="unit integration").
+tiers: bootstrap
+	$(VENV)/python tests/run_tiers.py $(foreach t,$(TIERS),--tier $(t))
+
+# Benchmarks at full size (make test runs them at smoke size).
+bench: bootstrap
+	CORRAL_BENCH_SIZE=full $(VENV)/python -m pytest tests/bench -p no:cacheprovider --benchmark-only -s
+
+# Re-pin requirements.txt (with hashes) from requirements.in.
+requirements: bootstrap
+	$(VENV)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	  --no-emit-index-url --no-emit-find-links -o requirements.txt requirements.in
+
+clean:
+	rm -rf build .stamps .pytest_cache .mypy_cache .ruff_cache .benchmarks

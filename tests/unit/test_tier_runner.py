@@ -1,0 +1,47 @@
+"""The tier runner counts what pytest ran and fails a tier that runs fewer tests than its minimum."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.run_tiers import ROOT, TierResult, read_junit
+
+
+def write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_read_junit_counts_failures_errors_and_skips(tmp_path: Path) -> None:
+    report = write(
+        tmp_path / "r.xml",
+        '<testsuites><testsuite tests="7" failures="1" errors="1" skipped="2"/></testsuites>',
+    )
+    assert read_junit(report) == (7, 2, 2)
+
+
+def test_missing_report_counts_as_nothing_run(tmp_path: Path) -> None:
+    assert read_junit(tmp_path / "absent.xml") == (0, 0, 0)
+
+
+def test_tier_below_minimum_fails_even_when_nothing_failed() -> None:
+    result = TierResult(name="lab", minimum=5, tests=4, passed=4)
+    assert result.below_minimum
+    assert not result.ok
+
+
+def test_skipped_tests_do_not_count_towards_the_minimum() -> None:
+    result = TierResult(name="unit", minimum=3, tests=3, passed=2, skipped=1)
+    assert not result.ok
+
+
+def test_pytest_no_tests_exit_code_is_ok_when_minimum_is_zero() -> None:
+    assert TierResult(name="browser", minimum=0, exit_code=5).ok
+
+
+def test_committed_tiers_cover_every_test_directory() -> None:
+    config = json.loads((ROOT / "tests" / "tiers.json").read_text())
+    paths = {Path(t["path"]).name for t in config["tiers"]}
+    dirs = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
+    assert dirs - {"__pycache__"} <= paths
