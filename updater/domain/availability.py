@@ -1,0 +1,183 @@
+"""Availability figures of a rollout, as DESIGN.md §6 defines them.
+
+Pure: operation records in, per-service statistics and a verdict out. An *operation* has a deadline
+(5 s by default); inside it the client may reconnect or retry (retries are counted); an operation that
+has not succeeded by its deadline, or that returned an error to its caller, is a *failure*. The
+*longest gap* of a service is the longest time between two successful operations — including from the
+start of the probe to the first success and from the last success to the end, so a service that is
+down when the probe stops still shows its outage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+DEFAULT_DEADLINE_S = 5.0
+
+
+@dataclass(frozen=True)
+class Operation:
+    """One operation against one service, with times on one monotonic clock (seconds)."""
+
+    service: str
+    started: float
+    finished: float
+    ok: bool
+    retries: int = 0
+    error: str = ""
+
+    @property
+    def latency(self) -> float:
+        return self.finished - self.started
+
+
+@dataclass(frozen=True)
+class ServiceStats:
+    service: str
+    operations: int
+    failures: int
+    retries: int
+    longest_gap_s: float
+    longest_gap_at_s: float  # seconds after the probe start where the longest gap began
+    p50_ms: float
+    p99_ms: float
+    errors: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ServiceTarget:
+    """What 'zero downtime' means for one service: a failure budget and a longest-gap bound."""
+
+    max_failures: int = 0
+    max_gap_s: float = 1.0
+    gap_bound_inclusive: bool = False  # "<= max_gap_s" rather than "< max_gap_s"
+
+    def gap_ok(self, gap_s: float) -> bool:
+        return gap_s <= self.max_gap_s if self.gap_bound_inclusive else gap_s < self.max_gap_s
+
+    def describe_gap_bound(self) -> str:
+        return f"{'<=' if self.gap_bound_inclusive else '<'} {self.max_gap_s} s"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    service: str
+    passed: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass
+class Report:
+    started: float
+    finished: float
+    services: dict[str, ServiceStats] = field(default_factory=dict)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)
+
+    @property
+    def passed(self) -> bool:
+        return all(v.passed for v in self.verdicts.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "duration_s": round(self.finished - self.started, 3),
+            "passed": self.passed,
+            "services": {name: asdict(stats) for name, stats in self.services.items()},
+            "verdicts": {name: asdict(v) for name, v in self.verdicts.items()},
+        }
+
+
+# DESIGN.md §6 targets: no failures anywhere; longest gap < 1 s at the VIP and ZooKeeper, ≤ 3 s on the
+# Ceph data path (S3 through the gateway is our Ceph data path client).
+DEFAULT_TARGETS: Mapping[str, ServiceTarget] = {
+    "vip": ServiceTarget(max_failures=0, max_gap_s=1.0),
+    "zookeeper": ServiceTarget(max_failures=0, max_gap_s=1.0),
+    "s3-write": ServiceTarget(max_failures=0, max_gap_s=3.0, gap_bound_inclusive=True),
+    "s3-read": ServiceTarget(max_failures=0, max_gap_s=3.0, gap_bound_inclusive=True),
+}
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """Nearest-rank percentile of already sorted values (0.0 for no values)."""
+    if not sorted_values:
+        return 0.0
+    rank = max(1, math.ceil(fraction * len(sorted_values)))
+    return sorted_values[rank - 1]
+
+
+def longest_gap(success_times: Iterable[float], started: float, finished: float) -> tuple[float, float]:
+    """(length, start) of the longest interval without a success, bounded by the probe's start and end."""
+    previous = started
+    best, best_at = 0.0, started
+    for t in sorted(success_times):
+        if t - previous > best:
+            best, best_at = t - previous, previous
+        previous = t
+    if finished - previous > best:
+        best, best_at = finished - previous, previous
+    return best, best_at
+
+
+def service_stats(service: str, operations: list[Operation], started: float, finished: float) -> ServiceStats:
+    ok = [op for op in operations if op.ok]
+    latencies = sorted(op.latency for op in ok)
+    gap, gap_at = longest_gap((op.finished for op in ok), started, finished)
+    errors = tuple(dict.fromkeys(op.error for op in operations if not op.ok and op.error))
+    return ServiceStats(
+        service=service,
+        operations=len(operations),
+        failures=len(operations) - len(ok),
+        retries=sum(op.retries for op in operations),
+        longest_gap_s=round(gap, 3),
+        longest_gap_at_s=round(gap_at - started, 3),
+        p50_ms=round(percentile(latencies, 0.50) * 1000, 2),
+        p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
+        errors=errors[:10],
+    )
+
+
+def judge(stats: ServiceStats, target: ServiceTarget) -> Verdict:
+    reasons = []
+    if stats.operations == 0:
+        reasons.append("no operation was attempted")
+    if stats.failures > target.max_failures:
+        reasons.append(f"{stats.failures} failed operations (allowed {target.max_failures})")
+    if not target.gap_ok(stats.longest_gap_s):
+        reasons.append(f"longest gap {stats.longest_gap_s:.3f} s (target {target.describe_gap_bound()})")
+    return Verdict(service=stats.service, passed=not reasons, reasons=tuple(reasons))
+
+
+def build_report(
+    operations: Iterable[Operation],
+    started: float,
+    finished: float,
+    targets: Mapping[str, ServiceTarget] = DEFAULT_TARGETS,
+    services: Iterable[str] = (),
+) -> Report:
+    """Group operations by service and judge each against its target (unknown services: 0 failures, < 1 s)."""
+    by_service: dict[str, list[Operation]] = {name: [] for name in services}
+    for op in operations:
+        by_service.setdefault(op.service, []).append(op)
+    report = Report(started=started, finished=finished)
+    for name in sorted(by_service):
+        stats = service_stats(name, by_service[name], started, finished)
+        report.services[name] = stats
+        report.verdicts[name] = judge(stats, targets.get(name, ServiceTarget()))
+    return report
+
+
+def format_report(report: Report) -> str:
+    lines = [
+        f"availability probe: {report.finished - report.started:.1f} s, "
+        f"{'PASSED' if report.passed else 'FAILED'}",
+        f"{'service':<12}{'ops':>7}{'fail':>6}{'retry':>7}{'gap s':>8}{'p50 ms':>9}{'p99 ms':>9}  verdict",
+    ]
+    for name, s in report.services.items():
+        verdict = report.verdicts[name]
+        lines.append(
+            f"{name:<12}{s.operations:>7}{s.failures:>6}{s.retries:>7}{s.longest_gap_s:>8.3f}"
+            f"{s.p50_ms:>9.1f}{s.p99_ms:>9.1f}  {'ok' if verdict.passed else '; '.join(verdict.reasons)}"
+        )
+    return "\n".join(lines)
