@@ -1,0 +1,1 @@
+"""I/O layers over the domain: storage, ZooKeeper, ansible-runner, inventory, channel."""
