@@ -45,3 +45,10 @@ def test_committed_tiers_cover_every_test_directory() -> None:
     paths = {Path(t["path"]).name for t in config["tiers"]}
     dirs = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
     assert dirs - {"__pycache__"} <= paths
+
+
+def test_a_missing_tier_directory_runs_no_test_and_fails_a_nonzero_minimum() -> None:
+    from tests.run_tiers import run_tier
+
+    assert run_tier("x", "tests/does-not-exist", 0, []).ok
+    assert not run_tier("x", "tests/does-not-exist", 1, []).ok
