@@ -1,0 +1,144 @@
+"""The update service's configuration: one object, built once, passed to the web app, the worker and the CLI.
+
+Everything lives in the service's state directory (``corral-updater init`` creates it)::
+
+    updater.json        settings (this module); no secrets in it
+    secret_key          session signing key, mode 0600
+    updater.db          the SQLite database (default; PostgreSQL by ``database_url``)
+    tls/cert.pem, tls/key.pem   the HTTPS certificate (self-signed by init unless the operator gave one)
+    trust/              trust-root.json, keyring.json (public), license.json, entitlement-key (0600)
+
+The state directory comes from ``--home`` or ``CORRAL_UPDATER_HOME`` (default ``/var/lib/corral-updater``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field, replace
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+DEFAULT_HOME = Path("/var/lib/corral-updater")
+HOME_ENV = "CORRAL_UPDATER_HOME"
+SETTINGS_FILE = "updater.json"
+SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
+DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024**3  # a bundle carries a whole node image
+_ALLOWED_DB_SCHEMES = ("sqlite", "postgresql+psycopg")
+
+
+class ConfigError(Exception):
+    """The configuration is missing or invalid; the message says what to fix."""
+
+
+def home_from_env(explicit: str | None = None) -> Path:
+    return Path(explicit or os.environ.get(HOME_ENV) or DEFAULT_HOME).absolute()
+
+
+@dataclass(frozen=True)
+class ServiceConfig:
+    """Settings of one update service installation. ``secret_key`` is never written to ``updater.json``."""
+
+    home: Path
+    database_url: str = ""  # empty: SQLite file ``updater.db`` in home
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    session_lifetime_seconds: int = 8 * 3600
+    max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
+    channel_check_interval_seconds: int = 3600
+    inventory_path: str = ""  # ansible-inventory --list JSON, or an inventory file/dir (empty: none yet)
+    bind: str = "127.0.0.1:8443"
+    tls_cert: str = ""  # empty: home/tls/cert.pem
+    tls_key: str = ""
+    secure_cookies: bool = True  # only the unit tests' plain-HTTP test client turns this off
+    login_max_failures: int = 5
+    login_lockout_seconds: int = 300
+    secret_key: bytes = field(default=b"", repr=False)
+
+    def __post_init__(self) -> None:
+        url = self.effective_database_url
+        if not url.startswith(tuple(f"{scheme}:" for scheme in _ALLOWED_DB_SCHEMES)):
+            raise ConfigError(
+                f"database_url must start with sqlite: or postgresql+psycopg: (got {url.split(':', 1)[0]!r})"
+            )
+        if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
+        for name in ("session_lifetime_seconds", "max_upload_bytes", "channel_check_interval_seconds"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
+        if self.login_max_failures < 1 or self.login_lockout_seconds < 1:
+            raise ConfigError("login_max_failures and login_lockout_seconds must be at least 1")
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'updater.db'}"
+
+    @property
+    def session_lifetime(self) -> timedelta:
+        return timedelta(seconds=self.session_lifetime_seconds)
+
+    @property
+    def cert_path(self) -> Path:
+        return Path(self.tls_cert) if self.tls_cert else self.home / "tls" / "cert.pem"
+
+    @property
+    def key_path(self) -> Path:
+        return Path(self.tls_key) if self.tls_key else self.home / "tls" / "key.pem"
+
+    @property
+    def trust_dir(self) -> Path:
+        return self.home / "trust"
+
+    def settings(self) -> dict[str, Any]:
+        """What ``updater.json`` holds: everything but the secret key and the home itself."""
+        data = asdict(self)
+        del data["secret_key"], data["home"]
+        return data
+
+    def with_overrides(self, **changes: Any) -> ServiceConfig:
+        return replace(self, **changes)
+
+
+def save_settings(config: ServiceConfig) -> None:
+    path = config.home / SETTINGS_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config.settings(), indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+
+
+def write_secret_key(home: Path, key: bytes) -> None:
+    path = home / SECRET_KEY_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(key.hex().encode())
+
+
+def load_config(home: Path) -> ServiceConfig:
+    """Read ``updater.json`` and the secret key from ``home``; a clear error when init has not run."""
+    settings_path = home / SETTINGS_FILE
+    try:
+        data = json.loads(settings_path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{home} is not an update service home (run `corral-updater init --home {home}`)"
+        ) from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{settings_path} is not valid JSON: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{settings_path} must hold a JSON object")
+    known = set(ServiceConfig.__dataclass_fields__) - {"home", "secret_key"}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{settings_path}: unknown settings {', '.join(unknown)}")
+    try:
+        secret = bytes.fromhex((home / SECRET_KEY_FILE).read_text().strip())
+    except FileNotFoundError:
+        raise ConfigError(
+            f"{home / SECRET_KEY_FILE} is missing (re-run `corral-updater init --force`)"
+        ) from None
+    except ValueError:
+        raise ConfigError(f"{home / SECRET_KEY_FILE} is not a hex key") from None
+    if len(secret) < 32:
+        raise ConfigError(f"{home / SECRET_KEY_FILE} is shorter than 32 bytes")
+    return ServiceConfig(home=home, secret_key=secret, **data)

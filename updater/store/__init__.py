@@ -1,0 +1,1 @@
+"""The update service's database: models, migrations and the queries the services use."""
