@@ -199,7 +199,7 @@ def _resume_rebooting(
 ) -> ResumeAction:
     if observed is None:
         raise StateError(
-            f"node {node} was rebooting when the rollout stopped: observe its release and boot id"
+            f"node {node} was rebooting when the rollout stopped: observe its release and boot id first"
         )
     if progress.boot_id_before_reboot is None:
         raise StateError(f"node {node} is recorded as rebooting without the boot id it had before the reboot")
