@@ -1,0 +1,155 @@
+"""Builders for bundle tests: a real vendor directory, real artifacts, real signed bundles (no mocks).
+
+Shared by tests/unit/test_bundle_*.py, test_staging*.py, test_license*.py, test_keyring*.py and the verify
+benchmark. Everything is written under a pytest tmp_path.
+"""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+
+from updater.domain.keyring import TrustStore
+from updater.domain.license import License, parse_entitlement_key
+from updater.services import bundle_io, vendor
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+RELEASE_DATE = date(2026, 11, 1)
+
+
+@dataclass
+class Kit:
+    root: Path
+    vendor_dir: Path
+
+    @property
+    def vendor(self) -> vendor.VendorDir:
+        return vendor.VendorDir(self.vendor_dir)
+
+    def trust(self, now: datetime = NOW) -> TrustStore:
+        return TrustStore.load(self.vendor.trust_root.read_bytes(), self.vendor.keyring.read_bytes(), now=now)
+
+
+def make_kit(tmp: Path, *, release_keys: int = 3, release_threshold: int = 2) -> Kit:
+    vendor_dir = tmp / "vendor"
+    vendor.init_vendor(
+        vendor_dir,
+        now=NOW,
+        root_keys=3,
+        root_threshold=2,
+        release_keys=release_keys,
+        release_threshold=release_threshold,
+    )
+    return Kit(tmp, vendor_dir)
+
+
+def write_image_tar(path: Path, members: dict[str, bytes]) -> Path:
+    """A canonical node-image-like tar (fixed owner, mtime, order), as the lab's image build writes."""
+    with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+        for name, data in sorted(members.items()):
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime, info.mode = len(data), 0, 0o644
+            tar.addfile(info, io.BytesIO(data))
+    return path
+
+
+def image_members(version: str, *, files: int = 20, size: int = 3000) -> dict[str, bytes]:
+    """Mostly stable content plus a version file, so two versions share most blocks."""
+    members = {f"usr/lib/corral/file{i:03d}": bytes([i % 251]) * (size + i) for i in range(files)}
+    members["etc/corral-release"] = f"VERSION={version}\n".encode()
+    return members
+
+
+@dataclass
+class Artifacts:
+    image: Path
+    collection: Path
+    service: Path
+    notes: Path
+
+
+def make_artifacts(directory: Path, version: str, *, image: Path | None = None) -> Artifacts:
+    directory.mkdir(parents=True, exist_ok=True)
+    if image is None:
+        image = write_image_tar(directory / f"image-{version}.tar", image_members(version))
+    collection = directory / f"corral-cloud-{version}.tar.gz"
+    collection.write_bytes(b"collection tarball " + version.encode() * 50)
+    service = directory / f"corral_updater-{version}-py3-none-any.whl"
+    service.write_bytes(b"wheel " + version.encode() * 40)
+    notes = directory / "RELEASE-NOTES.md"
+    notes.write_text(f"# Corral {version}\n\nFixes and improvements.\n")
+    return Artifacts(image, collection, service, notes)
+
+
+def build_bundle(
+    kit: Kit,
+    version: str = "1.3.0",
+    *,
+    upgrade_from: str = ">=1.2.0, <1.3.0",
+    channel: str = "stable",
+    release_date: date = RELEASE_DATE,
+    artifacts: Artifacts | None = None,
+    delta_base: Path | None = None,
+    sign: bool = True,
+    keyids: list[str] | None = None,
+    carry_keyring: bool = False,
+    name: str | None = None,
+) -> Path:
+    artifacts = artifacts or make_artifacts(kit.root / f"artifacts-{version}", version)
+    out = kit.root / (name or f"corral-{version}.bundle")
+    bundle_io.build_bundle(
+        out,
+        version=version,
+        channel=channel,
+        release_date=release_date,
+        upgrade_from=upgrade_from,
+        image=artifacts.image,
+        collection=artifacts.collection,
+        service_package=artifacts.service,
+        notes=artifacts.notes,
+        delta_base=delta_base,
+        keyring=kit.vendor.keyring.read_bytes() if carry_keyring else None,
+    )
+    if sign:
+        head = bundle_io.read_head(out)
+        signatures = vendor.sign_manifest(kit.vendor_dir, head.manifest_bytes, now=NOW, keyids=keyids)
+        bundle_io.rewrite_head(out, signatures, head.keyring)
+    return out
+
+
+@dataclass
+class IssuedLicense:
+    license: License
+    document: bytes
+    key: bytes
+    license_path: Path
+    key_path: Path
+
+
+def issue(
+    kit: Kit,
+    *,
+    channels: tuple[str, ...] = ("stable",),
+    nodes: int = 5,
+    updates_until: date = date(2027, 11, 1),
+    expires: date = date(2028, 1, 1),
+    now: datetime = NOW,
+    license_id: str | None = None,
+) -> IssuedLicense:
+    lic, license_path, key_path = vendor.issue_license(
+        kit.vendor_dir,
+        kit.root / "licenses",
+        now=now,
+        customer="ACME Corp",
+        channels=list(channels),
+        node_entitlement=nodes,
+        updates_until=updates_until,
+        expires=expires,
+        license_id=license_id,
+    )
+    return IssuedLicense(
+        lic, license_path.read_bytes(), parse_entitlement_key(key_path.read_text()), license_path, key_path
+    )
