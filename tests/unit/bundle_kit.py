@@ -153,3 +153,41 @@ def issue(
     return IssuedLicense(
         lic, license_path.read_bytes(), parse_entitlement_key(key_path.read_text()), license_path, key_path
     )
+
+
+# --- crafting hostile bundles ----------------------------------------------------------------------------
+
+
+def read_members(bundle: Path) -> list[tuple[str, bytes]]:
+    """The members of a (valid, plain) bundle in stored order, read with the standard library."""
+    with tarfile.open(bundle, "r:") as tar:
+        result = []
+        for info in tar.getmembers():
+            handle = tar.extractfile(info)
+            assert handle is not None
+            result.append((info.name, handle.read()))
+        return result
+
+
+def regular(name: str, data: bytes) -> bytes:
+    from updater.domain.tarformat import build_header, padded
+
+    return build_header(name, len(data)) + data + b"\0" * (padded(len(data)) - len(data))
+
+
+def special(info: tarfile.TarInfo, data: bytes = b"") -> bytes:
+    """A member of any type, as tarfile writes it in ustar format."""
+    info.size = len(data)
+    block = info.tobuf(format=tarfile.USTAR_FORMAT)
+    pad = (512 - len(data) % 512) % 512
+    return block + data + b"\0" * pad
+
+
+def write_raw(path: Path, blocks: list[bytes], *, end: bool = True) -> Path:
+    path.write_bytes(b"".join(blocks) + (b"\0" * 1024 if end else b""))
+    return path
+
+
+def rebuild(path: Path, members: list[tuple[str, bytes]], *, extra: list[bytes] | None = None) -> Path:
+    """Write members (name, data) as regular files, then any extra raw blocks, then the end marker."""
+    return write_raw(path, [regular(n, d) for n, d in members] + (extra or []))

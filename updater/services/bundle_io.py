@@ -291,8 +291,9 @@ def run_checks(path: Path, inst: Installation, sink: PayloadSink | None = None) 
         checks.append("keyring")
         manifest, signers = verify_manifest(manifest_bytes, signatures, trust.keyring, now=inst.now)
         checks += ["signature-threshold", "manifest"]
-        check_upgrade(manifest, inst.installed_version)
-        checks.append("upgrade-path")
+        if inst.installed_version is not None:
+            check_upgrade(manifest, inst.installed_version)
+            checks.append("upgrade-path")
         lic = None
         if inst.license_document is not None:
             lic = verify_license(inst.license_document, trust.keyring, now=inst.now)
