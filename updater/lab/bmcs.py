@@ -23,7 +23,11 @@ BMC_MODULE = "updater.lab.bmc"
 
 
 def available() -> bool:
-    return importlib.util.find_spec(BMC_MODULE) is not None
+    """Whether the BMC server can be run as ``python -m updater.lab.bmc``."""
+    try:
+        return importlib.util.find_spec(f"{BMC_MODULE}.__main__") is not None
+    except ImportError:
+        return False
 
 
 def _pid_file(layout: LabLayout, number: int) -> Path:

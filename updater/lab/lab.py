@@ -309,6 +309,8 @@ class Lab:
             run(["losetup", "--detach", dev], check=False)
         shutil.rmtree(state_dir)
         (self.root / f".{self.name}.lock").unlink(missing_ok=True)
+        if not any(self.root.glob("*/lab.json")):
+            _remove_cgroups([], extra=("lxc.pivot",))  # LXC's shared helper cgroup, empty once no lab runs
         return True
 
     # --- status, power, boot -------------------------------------------------------------------------------
@@ -382,12 +384,13 @@ class Lab:
         return lab_ssh.ssh_run(self.layout, self.address(node), command, timeout)
 
 
-def _remove_cgroups(containers_: list[str]) -> None:
+def _remove_cgroups(containers_: list[str], extra: tuple[str, ...] = ()) -> None:
     """LXC removes a stopped container's cgroups; anything left (e.g. after a crash) goes here."""
     base = Path("/sys/fs/cgroup")
+    names = [n for ct in containers_ for n in (f"lxc.payload.{ct}", f"lxc.monitor.{ct}")] + list(extra)
     for controller in base.iterdir() if base.is_dir() else []:
-        for ct in containers_:
-            for name in (f"lxc.payload.{ct}", f"lxc.monitor.{ct}"):
+        if controller.is_dir():
+            for name in names:
                 path = controller / name
                 if path.is_dir():
                     for sub in sorted(path.rglob("*"), key=lambda p: len(p.parts), reverse=True):
