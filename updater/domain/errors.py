@@ -146,6 +146,12 @@ class LicenseInvalid(LicenseError, MalformedDocument):
     check = "license-invalid"
 
 
+class LicenseDuplicateKey(DuplicateJsonKey, LicenseInvalid):
+    """The license document has a duplicate JSON key."""
+
+    check = "license-duplicate-key"
+
+
 class LicenseSignatureInvalid(LicenseError, SignatureError):
     """The license is not signed by a threshold of the vendor's license keys."""
 

@@ -32,6 +32,7 @@ from updater.domain import signing, strict_json
 from updater.domain.errors import (
     ChannelNotEntitled,
     InvalidEntitlementKey,
+    LicenseDuplicateKey,
     LicenseExpired,
     LicenseInvalid,
     LicenseMismatch,
@@ -167,7 +168,9 @@ def _date(value: object, name: str) -> date:
 
 def parse_license_payload(payload: bytes, document: bytes = b"") -> License:
     """Validate the payload's schema (no signature check: use :func:`verify_license`)."""
-    doc = strict_json.loads_object(payload, what="license", error=LicenseInvalid)
+    doc = strict_json.loads_object(
+        payload, what="license", error=LicenseInvalid, duplicate_error=LicenseDuplicateKey
+    )
     if set(doc) != _FIELDS or doc["type"] != "corral-license":
         raise LicenseInvalid(
             f"license must have exactly the fields {sorted(_FIELDS)} and type corral-license"
