@@ -12,6 +12,7 @@ from updater.domain.inventory import (
     InventoryError,
     build_inventory,
     inventory_from_ansible,
+    inventory_from_hostvars,
 )
 from updater.domain.placement import NodeLocation
 from updater.services.inventory_loader import InventoryLoadError, load_inventory
@@ -136,3 +137,12 @@ def test_unknown_node_lookup_names_the_group() -> None:
     inventory = build_inventory([NodeLocation("n1"), NodeLocation("n2"), NodeLocation("n3")])
     with pytest.raises(InventoryError, match="node 'n9' is not in the inventory \\(group 'nodes'\\)"):
         inventory.node("n9")
+
+
+def test_from_hostvars_reads_only_the_contract_and_names_missing_hosts() -> None:
+    hostvars = {f"n{i}": {"corral_site": "dc2", "ansible_password": "not read"} for i in (1, 2, 3)}
+    inventory = inventory_from_hostvars(["n3", "n1", "n2"], hostvars)
+    assert inventory.names == ("n1", "n2", "n3")
+    assert {node.site for node in inventory.nodes} == {"dc2"}
+    with pytest.raises(InventoryError, match="no hostvars for n4"):
+        inventory_from_hostvars(["n1", "n4"], hostvars)

@@ -157,6 +157,27 @@ def _text(value: object, variable: str, host: str) -> str | None:
     return str(value)
 
 
+CONTRACT_VARIABLES = (
+    "corral_site",
+    "corral_rack",
+    "corral_address",
+    "corral_quorum_members",
+    "corral_cluster_name",
+)
+
+
+def inventory_from_hostvars(names: Iterable[str], hostvars: Mapping[str, Mapping[str, Any]]) -> Inventory:
+    """Build the inventory from a play's ``groups['nodes']`` and ``hostvars`` (controller plugins)."""
+    hosts = [str(name) for name in names]
+    missing = [name for name in hosts if name not in hostvars]
+    if missing:
+        raise InventoryError(f"no hostvars for {', '.join(missing)}")
+    meta = {
+        name: {variable: hostvars[name].get(variable) for variable in CONTRACT_VARIABLES} for name in hosts
+    }
+    return inventory_from_ansible({"_meta": {"hostvars": meta}, NODES_GROUP: {"hosts": hosts}})
+
+
 def inventory_from_ansible(data: Mapping[str, Any]) -> Inventory:
     """Build the inventory from ``ansible-inventory --list`` output (with or without ``--export``).
 
