@@ -28,7 +28,7 @@ RAKP_INVALID_INTEGRITY_CHECK = 0x0F
 # IPMI 2.0 limits: user names are at most 16 bytes, passwords at most 20 bytes (RAKP, table 13-11).
 MAX_USER_BYTES = 16
 MAX_PASSWORD_BYTES = 20
-_USER = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_USER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 # The off time of a power cycle: the specification asks for at least one second.
 POWER_CYCLE_OFF_SECONDS = 1.0
@@ -152,7 +152,7 @@ def system_guid(node: str) -> uuid.UUID:
 
 
 def validate_user(user: str) -> str:
-    if not _USER.match(user) or len(user.encode()) > MAX_USER_BYTES:
+    if not _USER.fullmatch(user) or len(user.encode()) > MAX_USER_BYTES:
         raise ValueError(
             f"BMC user {user!r}: use 1-{MAX_USER_BYTES} letters, digits, '.', '_' or '-', "
             "starting with a letter or digit"

@@ -21,7 +21,7 @@ from updater.lab.bmc.ipmi import POWER_CYCLE_OFF_SECONDS, CompletionCode, IpmiEr
 
 # lxc-start -d returns once the container's init runs; lxc-stop -k takes ~0.6 s (DESIGN.md §10).
 LXC_TOOL_TIMEOUT_SECONDS = 30.0
-_LXC_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_LXC_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _LXC_STATE = re.compile(r"^State:\s+([A-Z]+)\s*$", re.MULTILINE)
 LXC_STATES = frozenset(
     {"STOPPED", "STARTING", "RUNNING", "STOPPING", "ABORTING", "FREEZING", "FROZEN", "THAWED"}
@@ -75,7 +75,7 @@ class LxcPower:
     ) -> None:
         if not lxcpath.is_absolute():
             raise ValueError(f"lxc path {str(lxcpath)!r} must be absolute (lxc tools misbehave otherwise)")
-        if not _LXC_NAME.match(name):
+        if not _LXC_NAME.fullmatch(name):
             raise ValueError(f"container name {name!r}: letters, digits, '.', '_' or '-' only")
         self.lxcpath = lxcpath
         self.name = name

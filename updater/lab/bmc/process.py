@@ -64,6 +64,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> _Parser:
     parser = _Parser(
         prog=f"python -m {MODULE}",
+        allow_abbrev=False,  # or "--password x" would be taken for --password-file
         description="A virtual BMC speaking IPMI 2.0 (RMCP+/lanplus) on a loopback address for one lab node.",
     )
     parser.add_argument("--address", required=True, help="loopback address to listen on (127.77.X.Y)")
