@@ -309,3 +309,10 @@ def user_for_token(session: Session, token: str) -> User:
     if not token_matches(record.secret_hash, secret) or record.revoked or expired or record.user.disabled:
         raise InvalidToken()
     return record.user
+
+
+def set_disabled(session: Session, username: str, disabled: bool) -> User:
+    """Disable (or re-enable) an account: its sessions and tokens stop working at their next request."""
+    user = queries.get_user(session, username)
+    user.disabled = disabled
+    return user

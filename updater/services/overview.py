@@ -1,0 +1,171 @@
+"""What the Overview page, ``GET /api/v1/status`` and ``corral-updater status`` show, from what is known.
+
+Sources, in order of authority: the inventory (which nodes exist, where), the store (each node's latest
+rollout step, the installed release), the trust directory (the license). Later the node states come from
+ZooKeeper (DESIGN.md §7); until then the store is the only source and the page says so. Nothing is
+invented: an unknown value is shown as unknown, and a source that cannot be read is reported as a problem.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from updater.config import ServiceConfig
+from updater.domain.errors import VerificationError
+from updater.domain.inventory import Inventory, InventoryError, inventory_from_ansible
+from updater.domain.keyring import TrustStore
+from updater.domain.license import verify_license
+from updater.domain.states import FINAL_ROLLOUT_STATES
+from updater.store import queries
+
+TRUST_ROOT_FILE = "trust-root.json"
+KEYRING_FILE = "keyring.json"
+LICENSE_FILE = "license.json"
+
+
+@dataclass(frozen=True)
+class LicenseSummary:
+    """The license's public facts; never the entitlement key."""
+
+    license_id: str
+    customer: str
+    channels: tuple[str, ...]
+    node_entitlement: int
+    updates_until: date
+    expires: date
+
+
+@dataclass(frozen=True)
+class NodeRow:
+    name: str
+    site: str
+    rack: str | None
+    address: str | None
+    quorum_services: tuple[str, ...]
+    state: str  # the node's state in its latest rollout step, or "unknown"
+    last_rollout: str | None
+
+
+@dataclass(frozen=True)
+class Overview:
+    installed_release: str | None
+    license: LicenseSummary | None
+    nodes: tuple[NodeRow, ...]
+    active_rollout: str | None
+    problems: tuple[str, ...] = field(default=())
+
+    def as_json(self) -> dict[str, Any]:
+        lic = self.license
+        return {
+            "installed_release": self.installed_release,
+            "license": None
+            if lic is None
+            else {
+                "license_id": lic.license_id,
+                "customer": lic.customer,
+                "channels": list(lic.channels),
+                "node_entitlement": lic.node_entitlement,
+                "updates_until": lic.updates_until.isoformat(),
+                "expires": lic.expires.isoformat(),
+            },
+            "nodes": [
+                {
+                    "name": n.name,
+                    "site": n.site,
+                    "rack": n.rack,
+                    "address": n.address,
+                    "quorum_services": list(n.quorum_services),
+                    "state": n.state,
+                    "last_rollout": n.last_rollout,
+                }
+                for n in self.nodes
+            ],
+            "active_rollout": self.active_rollout,
+            "problems": list(self.problems),
+        }
+
+
+def load_inventory(path: str) -> Inventory:
+    """An inventory from ``ansible-inventory --list`` JSON (``*.json``), or any inventory Ansible can read."""
+    source = Path(path)
+    if not source.exists():
+        raise InventoryError(f"inventory {path} does not exist")
+    if source.suffix == ".json":
+        try:
+            data = json.loads(source.read_text())
+        except json.JSONDecodeError as error:
+            raise InventoryError(f"inventory {path} is not valid JSON: {error}") from None
+        return inventory_from_ansible(data)
+    tool = shutil.which("ansible-inventory") or str(Path(sys.executable).with_name("ansible-inventory"))
+    result = subprocess.run(
+        [tool, "-i", path, "--list"], capture_output=True, text=True, timeout=60, check=False
+    )
+    if result.returncode != 0:
+        raise InventoryError(f"ansible-inventory could not read {path}: {result.stderr.strip()[-500:]}")
+    return inventory_from_ansible(json.loads(result.stdout))
+
+
+def load_license(trust_dir: Path, *, now: datetime) -> LicenseSummary | None:
+    """The installed license, verified against the installed keyring; None when no license is installed."""
+    if not (trust_dir / LICENSE_FILE).exists():
+        return None
+    store = TrustStore.load(
+        (trust_dir / TRUST_ROOT_FILE).read_bytes(), (trust_dir / KEYRING_FILE).read_bytes(), now=now
+    )
+    lic = verify_license((trust_dir / LICENSE_FILE).read_bytes(), store.keyring, now=now)
+    return LicenseSummary(
+        lic.license_id,
+        lic.customer,
+        tuple(sorted(lic.channels)),
+        lic.node_entitlement,
+        lic.updates_until,
+        lic.expires,
+    )
+
+
+def build_overview(session: Session, config: ServiceConfig, *, now: datetime | None = None) -> Overview:
+    now = now or datetime.now(UTC)
+    problems: list[str] = []
+    lic: LicenseSummary | None = None
+    try:
+        lic = load_license(config.trust_dir, now=now)
+    except (OSError, VerificationError) as error:
+        problems.append(f"license: {error}")
+    inventory: Inventory | None = None
+    if not config.inventory_path:
+        problems.append("no inventory configured (set inventory_path in updater.json)")
+    else:
+        try:
+            inventory = load_inventory(config.inventory_path)
+        except (InventoryError, OSError, subprocess.TimeoutExpired) as error:
+            problems.append(f"inventory: {error}")
+    latest = queries.latest_steps_by_node(session)
+    rows = []
+    if inventory is not None:
+        for node in inventory.nodes:
+            step = latest.get(node.name)
+            rows.append(
+                NodeRow(
+                    node.name,
+                    node.site,
+                    node.rack,
+                    node.address,
+                    tuple(sorted(node.quorum_services)),
+                    str(step.state) if step else "unknown",
+                    step.rollout_id if step else None,
+                )
+            )
+    installed = queries.installed_release(session)
+    active = next(
+        (r.id for r in queries.list_rollouts(session, limit=20) if r.state not in FINAL_ROLLOUT_STATES), None
+    )
+    return Overview(installed.version if installed else None, lic, tuple(rows), active, tuple(problems))

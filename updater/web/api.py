@@ -1,0 +1,291 @@
+"""The JSON API under ``/api/v1``: bearer-token auth, the same service functions as the UI and the CLI.
+
+Every route is described in :mod:`updater.web.openapi` (a test checks that none is missing).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, g, jsonify, request
+from flask.typing import ResponseReturnValue
+from werkzeug.exceptions import BadRequest, Conflict, NotFound
+
+from updater.services import audit, auth
+from updater.services.overview import build_overview
+from updater.store import queries
+from updater.store.db import transaction
+from updater.store.models import AuditEntry, Outcome, Release, Role, Rollout, User
+from updater.web.context import web_context
+from updater.web.openapi import openapi_document
+from updater.web.security import load_token_user, public, requires
+
+api = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+@api.before_request
+def _authenticate() -> None:
+    load_token_user()
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def user_json(user: User) -> dict[str, Any]:
+    return {
+        "username": user.username,
+        "role": str(user.role),
+        "created_at": _iso(user.created_at),
+        "disabled": user.disabled,
+    }
+
+
+def release_json(release: Release) -> dict[str, Any]:
+    return {
+        "version": release.version,
+        "channel": release.channel,
+        "release_date": release.release_date.isoformat(),
+        "notes": release.notes,
+        "source": str(release.source),
+        "staged": release.staged_path is not None,
+        "installed_at": _iso(release.installed_at),
+        "checks": [{"name": c.name, "passed": c.passed, "detail": c.detail} for c in release.checks],
+    }
+
+
+def rollout_json(rollout: Rollout) -> dict[str, Any]:
+    return {
+        "id": rollout.id,
+        "target_release": rollout.target_release.version,
+        "state": str(rollout.state),
+        "created_by": rollout.created_by,
+        "created_at": _iso(rollout.created_at),
+        "started_at": _iso(rollout.started_at),
+        "finished_at": _iso(rollout.finished_at),
+        "plan": rollout.plan,
+        "executed_order": rollout.executed_order,
+        "probe_report": rollout.probe_report,
+        "steps": [
+            {
+                "node": s.node,
+                "position": s.position,
+                "state": str(s.state),
+                "started_at": _iso(s.started_at),
+                "finished_at": _iso(s.finished_at),
+                "duration_seconds": s.duration_seconds,
+                "phase_seconds": s.phase_seconds,
+                "message": s.message,
+            }
+            for s in rollout.steps
+        ],
+    }
+
+
+def audit_json(entry: AuditEntry) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "at": _iso(entry.at),
+        "actor": entry.actor,
+        "action": entry.action,
+        "target": entry.target,
+        "outcome": str(entry.outcome),
+        "source_ip": entry.source_ip,
+        "detail": entry.detail,
+    }
+
+
+def _body() -> dict[str, Any]:
+    data = request.get_json(silent=True)
+    if not isinstance(data, dict):
+        raise BadRequest("the request body must be a JSON object (Content-Type: application/json)")
+    return data
+
+
+def _text_field(data: dict[str, Any], name: str) -> str:
+    value = data.get(name)
+    if not isinstance(value, str):
+        raise BadRequest(f"field {name!r} must be a string")
+    return value
+
+
+def _refused(action: str, target: str, error: Exception) -> None:
+    audit.record_separately(
+        web_context().sessions,
+        actor=g.user.username,
+        action=action,
+        target=target,
+        outcome=Outcome.REFUSED,
+        source_ip=request.remote_addr,
+        detail=str(error),
+    )
+
+
+@api.get("/openapi.json")
+@public
+def openapi() -> ResponseReturnValue:
+    return jsonify(openapi_document())
+
+
+@api.get("/whoami")
+@requires(Role.VIEWER)
+def whoami() -> ResponseReturnValue:
+    return jsonify(user_json(g.user))
+
+
+@api.get("/status")
+@requires(Role.VIEWER)
+def status() -> ResponseReturnValue:
+    context = web_context()
+    with transaction(context.sessions) as db:
+        return jsonify(build_overview(db, context.config).as_json())
+
+
+@api.get("/releases")
+@requires(Role.VIEWER)
+def releases() -> ResponseReturnValue:
+    with transaction(web_context().sessions) as db:
+        return jsonify({"releases": [release_json(r) for r in queries.list_releases(db)]})
+
+
+@api.get("/rollouts")
+@requires(Role.VIEWER)
+def rollouts() -> ResponseReturnValue:
+    limit = request.args.get("limit", default=50, type=int)
+    if limit is None or not 1 <= limit <= 500:
+        raise BadRequest("limit must be a whole number from 1 to 500")
+    with transaction(web_context().sessions) as db:
+        return jsonify({"rollouts": [rollout_json(r) for r in queries.list_rollouts(db, limit=limit)]})
+
+
+@api.get("/rollouts/<rollout_id>")
+@requires(Role.VIEWER)
+def rollout(rollout_id: str) -> ResponseReturnValue:
+    with transaction(web_context().sessions) as db:
+        try:
+            return jsonify(rollout_json(queries.get_rollout(db, rollout_id)))
+        except queries.NotFound as error:
+            raise NotFound(str(error)) from None
+
+
+@api.get("/rollouts/<rollout_id>/log")
+@requires(Role.VIEWER)
+def rollout_log(rollout_id: str) -> ResponseReturnValue:
+    after = request.args.get("after", default=-1, type=int)
+    if after is None:
+        raise BadRequest("after must be a whole number")
+    with transaction(web_context().sessions) as db:
+        try:
+            queries.get_rollout(db, rollout_id)
+        except queries.NotFound as error:
+            raise NotFound(str(error)) from None
+        lines = queries.log_lines(db, rollout_id, after_seq=after)
+        return jsonify(
+            {"lines": [{"seq": x.seq, "node": x.node, "stream": x.stream, "text": x.text} for x in lines]}
+        )
+
+
+@api.get("/audit")
+@requires(Role.VIEWER)
+def audit_log() -> ResponseReturnValue:
+    limit = request.args.get("limit", default=100, type=int)
+    before = request.args.get("before", type=int)
+    if limit is None or not 1 <= limit <= 1000:
+        raise BadRequest("limit must be a whole number from 1 to 1000")
+    with transaction(web_context().sessions) as db:
+        return jsonify(
+            {"entries": [audit_json(e) for e in queries.list_audit(db, limit=limit, before_id=before)]}
+        )
+
+
+@api.get("/users")
+@requires(Role.VIEWER)
+def users() -> ResponseReturnValue:
+    with transaction(web_context().sessions) as db:
+        return jsonify({"users": [user_json(u) for u in queries.list_users(db)]})
+
+
+@api.post("/users")
+@requires(Role.OPERATOR)
+def add_user() -> ResponseReturnValue:
+    data = _body()
+    username, role_text = _text_field(data, "username"), _text_field(data, "role")
+    password = auth.generate_password()
+    try:
+        role = auth.parse_role(role_text)
+        with transaction(web_context().sessions) as db:
+            user = auth.create_user(db, username, password, role)
+            audit.record(
+                db,
+                actor=g.user.username,
+                action="user.add",
+                target=username,
+                source_ip=request.remote_addr,
+                detail=f"role {role}",
+            )
+            body = user_json(user)
+    except auth.BadInput as error:
+        _refused("user.add", username, error)
+        raise BadRequest(str(error)) from None
+    except queries.AlreadyExists as error:
+        _refused("user.add", username, error)
+        raise Conflict(str(error)) from None
+    # The generated password is in this answer only; it is stored as an argon2id hash.
+    return jsonify({**body, "password": password}), 201
+
+
+def _set_disabled(username: str, *, disabled: bool) -> ResponseReturnValue:
+    action = "user.disable" if disabled else "user.enable"
+    try:
+        if disabled and username == g.user.username:
+            raise BadRequest("you cannot disable your own account")
+        with transaction(web_context().sessions) as db:
+            user = auth.set_disabled(db, username, disabled)
+            audit.record(
+                db, actor=g.user.username, action=action, target=username, source_ip=request.remote_addr
+            )
+            return jsonify(user_json(user))
+    except BadRequest as error:
+        _refused(action, username, error)
+        raise
+    except queries.NotFound as error:
+        _refused(action, username, error)
+        raise NotFound(str(error)) from None
+
+
+@api.post("/users/<username>/disable")
+@requires(Role.OPERATOR)
+def disable_user(username: str) -> ResponseReturnValue:
+    return _set_disabled(username, disabled=True)
+
+
+@api.post("/users/<username>/enable")
+@requires(Role.OPERATOR)
+def enable_user(username: str) -> ResponseReturnValue:
+    return _set_disabled(username, disabled=False)
+
+
+@api.post("/users/<username>/tokens")
+@requires(Role.OPERATOR)
+def create_token(username: str) -> ResponseReturnValue:
+    data = _body()
+    name = _text_field(data, "name")
+    try:
+        with transaction(web_context().sessions) as db:
+            user = queries.get_user(db, username)
+            token = auth.create_token(db, user, name)
+            audit.record(
+                db,
+                actor=g.user.username,
+                action="token.create",
+                target=username,
+                source_ip=request.remote_addr,
+                detail=f"token {name}",
+            )
+    except auth.BadInput as error:
+        _refused("token.create", username, error)
+        raise BadRequest(str(error)) from None
+    except queries.NotFound as error:
+        _refused("token.create", username, error)
+        raise NotFound(str(error)) from None
+    return jsonify({"username": username, "name": name, "token": token}), 201

@@ -1,0 +1,28 @@
+"""What the web app's views share: the configuration, the database and the login throttle of this app."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sqlalchemy as sa
+from flask import current_app
+from sqlalchemy.orm import Session, sessionmaker
+
+from updater.config import ServiceConfig
+from updater.services.auth import LoginThrottle, RedactSecrets
+
+EXTENSION = "corral"
+
+
+@dataclass(frozen=True)
+class WebContext:
+    config: ServiceConfig
+    engine: sa.Engine
+    sessions: sessionmaker[Session]
+    throttle: LoginThrottle
+    redactor: RedactSecrets
+
+
+def web_context() -> WebContext:
+    context: WebContext = current_app.extensions[EXTENSION]
+    return context

@@ -1,0 +1,310 @@
+"""The OpenAPI 3.1 description of ``/api/v1``, written by hand next to the routes it describes.
+
+A test compares it with the app's URL map, so a route added without a description fails the suite.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+API_VERSION = "1"
+
+
+def _nullable(kind: str, **extra: Any) -> dict[str, Any]:
+    return {"type": [kind, "null"], **extra}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Any]:
+    texts = {
+        400: "bad input (the message says which)",
+        401: "no valid API token",
+        403: "the token's user lacks the role",
+        404: "no such object",
+        409: "conflicts with existing state",
+        413: "request body larger than the upload limit",
+    }
+    return {str(code): _json(_ref("Error"), texts[code]) for code in codes}
+
+
+_USERNAME = {"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}
+_ROLLOUT_ID = {"name": "rollout_id", "in": "path", "required": True, "schema": {"type": "string"}}
+
+_SCHEMAS: dict[str, Any] = {
+    "Error": {
+        "type": "object",
+        "required": ["error"],
+        "properties": {
+            "error": {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "integer"}, "message": {"type": "string"}},
+            }
+        },
+    },
+    "User": {
+        "type": "object",
+        "required": ["username", "role", "created_at", "disabled"],
+        "properties": {
+            "username": {"type": "string"},
+            "role": {"type": "string", "enum": ["viewer", "operator"]},
+            "created_at": {"type": "string", "format": "date-time"},
+            "disabled": {"type": "boolean"},
+        },
+    },
+    "Check": {
+        "type": "object",
+        "required": ["name", "passed", "detail"],
+        "properties": {
+            "name": {"type": "string"},
+            "passed": {"type": "boolean"},
+            "detail": {"type": "string"},
+        },
+    },
+    "Release": {
+        "type": "object",
+        "required": [
+            "version",
+            "channel",
+            "release_date",
+            "notes",
+            "source",
+            "staged",
+            "installed_at",
+            "checks",
+        ],
+        "properties": {
+            "version": {"type": "string"},
+            "channel": {"type": "string"},
+            "release_date": {"type": "string", "format": "date"},
+            "notes": {"type": "string"},
+            "source": {"type": "string", "enum": ["pulled", "imported"]},
+            "staged": {"type": "boolean"},
+            "installed_at": _nullable("string", format="date-time"),
+            "checks": {"type": "array", "items": _ref("Check")},
+        },
+    },
+    "Step": {
+        "type": "object",
+        "required": ["node", "position", "state", "started_at", "finished_at", "duration_seconds"],
+        "properties": {
+            "node": {"type": "string"},
+            "position": {"type": "integer"},
+            "state": {"type": "string"},
+            "started_at": _nullable("string", format="date-time"),
+            "finished_at": _nullable("string", format="date-time"),
+            "duration_seconds": _nullable("number"),
+            "phase_seconds": {"type": "object", "additionalProperties": {"type": "number"}},
+            "message": {"type": "string"},
+        },
+    },
+    "Rollout": {
+        "type": "object",
+        "required": ["id", "target_release", "state", "created_by", "created_at", "steps"],
+        "properties": {
+            "id": {"type": "string"},
+            "target_release": {"type": "string"},
+            "state": {
+                "type": "string",
+                "enum": ["planned", "running", "paused", "succeeded", "failed", "aborted"],
+            },
+            "created_by": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "started_at": _nullable("string", format="date-time"),
+            "finished_at": _nullable("string", format="date-time"),
+            "plan": {"type": "object"},
+            "executed_order": {"type": "array"},
+            "probe_report": _nullable("object"),
+            "steps": {"type": "array", "items": _ref("Step")},
+        },
+    },
+    "LogLine": {
+        "type": "object",
+        "required": ["seq", "node", "stream", "text"],
+        "properties": {
+            "seq": {"type": "integer"},
+            "node": _nullable("string"),
+            "stream": {"type": "string"},
+            "text": {"type": "string"},
+        },
+    },
+    "AuditEntry": {
+        "type": "object",
+        "required": ["id", "at", "actor", "action", "target", "outcome", "source_ip", "detail"],
+        "properties": {
+            "id": {"type": "integer"},
+            "at": {"type": "string", "format": "date-time"},
+            "actor": {"type": "string"},
+            "action": {"type": "string"},
+            "target": {"type": "string"},
+            "outcome": {"type": "string", "enum": ["ok", "refused", "failed"]},
+            "source_ip": _nullable("string"),
+            "detail": {"type": "string"},
+        },
+    },
+    "Status": {
+        "type": "object",
+        "required": ["installed_release", "license", "nodes", "active_rollout", "problems"],
+        "properties": {
+            "installed_release": _nullable("string"),
+            "license": _nullable("object"),
+            "nodes": {"type": "array", "items": {"type": "object"}},
+            "active_rollout": _nullable("string"),
+            "problems": {"type": "array", "items": {"type": "string"}},
+        },
+    },
+}
+
+
+def _get(
+    summary: str, schema: dict[str, Any], *, parameters: list[Any] | None = None, errors: tuple[int, ...] = ()
+) -> dict[str, Any]:
+    return {
+        "get": {
+            "summary": summary,
+            "parameters": parameters or [],
+            "responses": {"200": _json(schema, "OK"), **_errors(401, *errors)},
+        }
+    }
+
+
+def _post(
+    summary: str,
+    schema: dict[str, Any],
+    *,
+    body: dict[str, Any] | None,
+    status: int = 200,
+    parameters: list[Any] | None = None,
+    errors: tuple[int, ...] = (),
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary + " (operator)",
+        "parameters": parameters or [],
+        "responses": {str(status): _json(schema, "done"), **_errors(400, 401, 403, 413, *errors)},
+    }
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": body}}}
+    return {"post": operation}
+
+
+def _array(key: str, item: str) -> dict[str, Any]:
+    return {"type": "object", "required": [key], "properties": {key: {"type": "array", "items": _ref(item)}}}
+
+
+def _paths() -> dict[str, Any]:
+    new_user = {
+        "type": "object",
+        "required": ["username", "role"],
+        "properties": {
+            "username": {"type": "string"},
+            "role": {"type": "string", "enum": ["viewer", "operator"]},
+        },
+    }
+    created_user = {
+        "allOf": [
+            _ref("User"),
+            {"type": "object", "required": ["password"], "properties": {"password": {"type": "string"}}},
+        ]
+    }
+    token_request = {
+        "type": "object",
+        "required": ["name"],
+        "properties": {"name": {"type": "string", "minLength": 1, "maxLength": 64}},
+    }
+    token = {
+        "type": "object",
+        "required": ["username", "name", "token"],
+        "properties": {
+            "username": {"type": "string"},
+            "name": {"type": "string"},
+            "token": {"type": "string"},
+        },
+    }
+    paging = [
+        {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
+        {"name": "before", "in": "query", "schema": {"type": "integer"}},
+    ]
+    return {
+        "/api/v1/openapi.json": {
+            "get": {
+                "summary": "This document",
+                "security": [],
+                "responses": {"200": _json({"type": "object"}, "the OpenAPI document")},
+            }
+        },
+        "/api/v1/whoami": _get("The token's user", _ref("User")),
+        "/api/v1/status": _get("Installed release, license summary, nodes, active rollout", _ref("Status")),
+        "/api/v1/releases": _get(
+            "Known releases with their verification checks", _array("releases", "Release")
+        ),
+        "/api/v1/rollouts": _get(
+            "Rollout history, newest first",
+            _array("rollouts", "Rollout"),
+            parameters=[
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
+            ],
+            errors=(400,),
+        ),
+        "/api/v1/rollouts/{rollout_id}": _get(
+            "One rollout with its steps", _ref("Rollout"), parameters=[_ROLLOUT_ID], errors=(404,)
+        ),
+        "/api/v1/rollouts/{rollout_id}/log": _get(
+            "A rollout's log lines after a sequence number",
+            _array("lines", "LogLine"),
+            parameters=[_ROLLOUT_ID, {"name": "after", "in": "query", "schema": {"type": "integer"}}],
+            errors=(400, 404),
+        ),
+        "/api/v1/audit": _get(
+            "Audit log, newest first", _array("entries", "AuditEntry"), parameters=paging, errors=(400,)
+        ),
+        "/api/v1/users": {
+            **_get("Users", _array("users", "User")),
+            **_post(
+                "Add a user; the answer carries its generated password, once",
+                created_user,
+                body=new_user,
+                status=201,
+                errors=(409,),
+            ),
+        },
+        "/api/v1/users/{username}/disable": _post(
+            "Disable a user", _ref("User"), body=None, parameters=[_USERNAME], errors=(404,)
+        ),
+        "/api/v1/users/{username}/enable": _post(
+            "Enable a user", _ref("User"), body=None, parameters=[_USERNAME], errors=(404,)
+        ),
+        "/api/v1/users/{username}/tokens": _post(
+            "Create an API token for a user; the answer carries it, once",
+            token,
+            body=token_request,
+            status=201,
+            parameters=[_USERNAME],
+            errors=(404,),
+        ),
+    }
+
+
+def openapi_document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Corral update service",
+            "version": API_VERSION,
+            "description": "Authenticate with `Authorization: Bearer <token>` "
+            "(`corral-updater token create`). Viewers read; operators also change.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": _SCHEMAS,
+        },
+        "paths": _paths(),
+    }

@@ -1,0 +1,221 @@
+"""The server-rendered UI: sign-in, Overview, History, Audit log, Users. Views only translate HTTP to
+service calls and templates; the services are the ones the API and the CLI use too."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
+from werkzeug.wrappers import Response
+
+from updater.services import audit, auth
+from updater.services.overview import build_overview
+from updater.store import queries
+from updater.store.db import transaction
+from updater.store.models import Outcome, Role
+from updater.web.context import web_context
+from updater.web.security import (
+    SessionExpired,
+    check_csrf,
+    end_session,
+    load_session_user,
+    public,
+    requires,
+    start_session,
+)
+
+ui = Blueprint("ui", __name__)
+
+
+@ui.before_request
+def _authenticate() -> Any:
+    try:
+        load_session_user()
+    except SessionExpired:
+        flash("Your session has expired; sign in again.", "warning")
+        return redirect(url_for("ui.login", next=request.path))
+    check_csrf()
+    return None
+
+
+@ui.errorhandler(401)
+def _sign_in_first(_error: Exception) -> Response:
+    return redirect(url_for("ui.login", next=request.path))
+
+
+def _safe_next(target: str | None) -> str:
+    # Only a local path: never redirect a fresh login to another site.
+    if target and target.startswith("/") and not target.startswith("//") and not urlsplit(target).netloc:
+        return target
+    return url_for("ui.overview")
+
+
+@ui.route("/login", methods=["GET", "POST"])
+@public
+def login() -> Any:
+    if request.method == "GET":
+        return render_template("login.html", next=request.args.get("next", ""))
+    username = request.form.get("username", "").strip()
+    password = request.form.get("password", "")
+    context = web_context()
+    try:
+        with transaction(context.sessions) as db:
+            user = auth.authenticate(db, context.throttle, username, password, request.remote_addr)
+            audit.record(db, actor=user.username, action="login", source_ip=request.remote_addr)
+    except auth.AuthError as error:
+        audit.record_separately(
+            context.sessions,
+            actor=username[:64] or "-",
+            action="login",
+            outcome=Outcome.REFUSED,
+            source_ip=request.remote_addr,
+            detail=str(error),
+        )
+        status = 429 if isinstance(error, auth.Throttled) else 401
+        return render_template("login.html", error=str(error), next=request.form.get("next", "")), status
+    start_session(user)
+    return redirect(_safe_next(request.form.get("next")))
+
+
+@ui.route("/logout", methods=["POST"])
+@requires(Role.VIEWER)
+def logout() -> Response:
+    with transaction(web_context().sessions) as db:
+        audit.record(db, actor=g.user.username, action="logout", source_ip=request.remote_addr)
+    end_session()
+    flash("Signed out.", "info")
+    return redirect(url_for("ui.login"))
+
+
+@ui.route("/")
+@requires(Role.VIEWER)
+def overview() -> str:
+    context = web_context()
+    with transaction(context.sessions) as db:
+        data = build_overview(db, context.config)
+    return render_template("overview.html", overview=data)
+
+
+@ui.route("/history")
+@requires(Role.VIEWER)
+def history() -> str:
+    with transaction(web_context().sessions) as db:
+        rollouts = queries.list_rollouts(db, limit=200)
+    return render_template("history.html", rollouts=rollouts)
+
+
+@ui.route("/history/<rollout_id>")
+@requires(Role.VIEWER)
+def rollout(rollout_id: str) -> str:
+    with transaction(web_context().sessions) as db:
+        try:
+            item = queries.get_rollout(db, rollout_id)
+        except queries.NotFound:
+            abort(404, description=f"no rollout {rollout_id!r}")
+        lines = queries.log_lines(db, rollout_id, limit=5000)
+    return render_template("rollout.html", rollout=item, lines=lines)
+
+
+@ui.route("/audit")
+@requires(Role.VIEWER)
+def audit_log() -> str:
+    before = request.args.get("before", type=int)
+    with transaction(web_context().sessions) as db:
+        entries = queries.list_audit(db, limit=100, before_id=before)
+    return render_template("audit.html", entries=entries)
+
+
+@ui.route("/users")
+@requires(Role.VIEWER)
+def users() -> str:
+    with transaction(web_context().sessions) as db:
+        items = queries.list_users(db)
+    return render_template("users.html", users=items, roles=[r.value for r in Role])
+
+
+def _refuse(action: str, target: str, message: str) -> Response:
+    audit.record_separately(
+        web_context().sessions,
+        actor=g.user.username,
+        action=action,
+        target=target,
+        outcome=Outcome.REFUSED,
+        source_ip=request.remote_addr,
+        detail=message,
+    )
+    flash(message, "error")
+    return redirect(url_for("ui.users"))
+
+
+@ui.route("/users", methods=["POST"])
+@requires(Role.OPERATOR)
+def add_user() -> Any:
+    username = request.form.get("username", "").strip()
+    password = auth.generate_password()
+    try:
+        role = auth.parse_role(request.form.get("role", ""))
+        with transaction(web_context().sessions) as db:
+            auth.create_user(db, username, password, role)
+            audit.record(
+                db,
+                actor=g.user.username,
+                action="user.add",
+                target=username,
+                source_ip=request.remote_addr,
+                detail=f"role {role}",
+            )
+    except (auth.BadInput, queries.AlreadyExists) as error:
+        return _refuse("user.add", username, str(error))
+    return render_template(
+        "secret_once.html", title=f"User {username} created", label="Password", secret=password
+    )
+
+
+@ui.route("/users/<username>/disable", methods=["POST"])
+@requires(Role.OPERATOR)
+def disable_user(username: str) -> Response:
+    return _set_disabled(username, disabled=True)
+
+
+@ui.route("/users/<username>/enable", methods=["POST"])
+@requires(Role.OPERATOR)
+def enable_user(username: str) -> Response:
+    return _set_disabled(username, disabled=False)
+
+
+def _set_disabled(username: str, *, disabled: bool) -> Response:
+    action = "user.disable" if disabled else "user.enable"
+    if disabled and username == g.user.username:
+        return _refuse(action, username, "you cannot disable your own account")
+    try:
+        with transaction(web_context().sessions) as db:
+            auth.set_disabled(db, username, disabled)
+            audit.record(
+                db, actor=g.user.username, action=action, target=username, source_ip=request.remote_addr
+            )
+    except queries.NotFound as error:
+        return _refuse(action, username, str(error))
+    flash(f"User {username} {'disabled' if disabled else 'enabled'}.", "info")
+    return redirect(url_for("ui.users"))
+
+
+@ui.route("/users/<username>/tokens", methods=["POST"])
+@requires(Role.OPERATOR)
+def create_token(username: str) -> Any:
+    name = request.form.get("name", "").strip()
+    try:
+        with transaction(web_context().sessions) as db:
+            user = queries.get_user(db, username)
+            token = auth.create_token(db, user, name)
+            audit.record(
+                db,
+                actor=g.user.username,
+                action="token.create",
+                target=username,
+                source_ip=request.remote_addr,
+                detail=f"token {name}",
+            )
+    except (auth.BadInput, queries.NotFound) as error:
+        return _refuse("token.create", username, str(error))
+    return render_template("secret_once.html", title=f"API token for {username}", label="Token", secret=token)
