@@ -4,12 +4,15 @@ real ``corral-update-server`` process serving HTTPS on 127.0.0.1 (started and st
 from __future__ import annotations
 
 import datetime as dt
+import io
 import ipaddress
 import os
 import signal
 import socket
 import subprocess
 import sys
+import tarfile
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,11 +26,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
-from updater.domain import keyring as keyring_mod
 from updater.domain import license as license_mod
 from updater.domain import signing
+from updater.domain.keyring import TrustStore
 from updater.domain.request_auth import sign_request
+from updater.services import bundle_io
+from updater.services import vendor as vendor_service
 from updater.services.channel import ChannelClient, ChannelSettings
+from updater.services.vendor import VendorDir
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_CLI = [sys.executable, "-m", "updater.server.cli"]
@@ -111,19 +117,21 @@ def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
     return Tls(directory / "ca.pem", directory / "server.pem", key_file, directory / "other-ca.pem")
 
 
-# --- vendor trust and licenses (part A's documents, made with part A's functions)
+# --- vendor trust, licenses and bundles (part A's vendor tools, called as functions)
 @dataclass
 class Vendor:
     directory: Path
-    root_key: Ed25519PrivateKey
-    license_key: Ed25519PrivateKey
-    release_key: Ed25519PrivateKey
+    work: Path
     trust_root: Path = field(init=False)
     keyring: Path = field(init=False)
 
     def __post_init__(self) -> None:
-        self.trust_root = self.directory / "trust-root.json"
-        self.keyring = self.directory / "keyring.json"
+        self.trust_root = VendorDir(self.directory).trust_root
+        self.keyring = VendorDir(self.directory).keyring
+
+    def trust(self) -> TrustStore:
+        now = dt.datetime.now(dt.UTC)
+        return TrustStore.load(self.trust_root.read_bytes(), self.keyring.read_bytes(), now=now)
 
     def issue_license(
         self,
@@ -132,54 +140,114 @@ class Vendor:
         channels: list[str],
         updates_until: dt.date | None = None,
         expires: dt.date | None = None,
-        issued: dt.date | None = None,
-        signer: Ed25519PrivateKey | None = None,
+        issued_days_ago: int = 1,
     ) -> tuple[Path, Path]:
-        """Write ``<id>.license`` and ``<id>.key`` as the vendor's license tool does; return their paths."""
+        """``corral-bundle license issue``: write ``<id>.license`` and ``<id>.key``; return their paths."""
+        now = dt.datetime.now(dt.UTC) - dt.timedelta(days=issued_days_ago)
+        _lic, license_file, key_file = vendor_service.issue_license(
+            self.directory,
+            Path(tempfile.mkdtemp(prefix="licenses-", dir=self.work)),
+            now=now,
+            customer="ACME Test Customer",
+            channels=channels,
+            node_entitlement=16,
+            updates_until=updates_until or now.date() + dt.timedelta(days=365),
+            expires=expires or now.date() + dt.timedelta(days=400),
+            license_id=license_id,
+        )
+        return license_file, key_file
+
+    def forge_license(self, license_id: str, *, channels: list[str]) -> tuple[Path, Path]:
+        """A well-formed license signed by a key the vendor keyring does not hold."""
         today = dt.datetime.now(dt.UTC).date()
         entitlement_key = license_mod.generate_entitlement_key()
         payload = license_mod.license_payload(
             license_id=license_id,
-            customer="ACME Test Customer",
+            customer="Mallory",
             channels=channels,
             node_entitlement=16,
-            updates_until=updates_until or today + dt.timedelta(days=365),
-            expires=expires or today + dt.timedelta(days=400),
-            issued=issued or today - dt.timedelta(days=1),
+            updates_until=today + dt.timedelta(days=365),
+            expires=today + dt.timedelta(days=365),
+            issued=today,
             entitlement_key=entitlement_key,
         )
-        document = signing.make_envelope(
-            payload, [signing.sign(signer or self.license_key, "license", payload)]
-        )
-        license_file = self.directory / f"{license_id}.license"
-        key_file = self.directory / f"{license_id}.key"
-        license_file.write_bytes(document)
+        signature = signing.sign(Ed25519PrivateKey.generate(), "license", payload)
+        license_file = self.work / f"{license_id}.license"
+        key_file = self.work / f"{license_id}.key"
+        license_file.write_bytes(signing.make_envelope(payload, [signature]))
         key_file.write_text(license_mod.format_entitlement_key(entitlement_key) + "\n")
-        key_file.chmod(0o600)
         return license_file, key_file
+
+    def image(self, name: str, size: int, *, like: Path | None = None) -> Path:
+        """A node image artifact: a tar of eight random files, or ``like`` with its first file replaced."""
+        path = self.work / "images" / name
+        path.parent.mkdir(exist_ok=True)
+        if like is None:
+            members = {f"usr/lib/file{i}": os.urandom(size // 8) for i in range(8)}
+        else:
+            with tarfile.open(like) as base:
+                members = {m.name: base.extractfile(m).read() for m in base.getmembers()}  # type: ignore[union-attr]
+            members["usr/lib/file0"] = os.urandom(len(members["usr/lib/file0"]))
+        with tarfile.open(path, "w", format=tarfile.USTAR_FORMAT) as tar:
+            for member_name, data in members.items():
+                info = tarfile.TarInfo(member_name)
+                info.size, info.mtime = len(data), 1_700_000_000
+                tar.addfile(info, io.BytesIO(data))
+        return path
+
+    def build_bundle(
+        self,
+        version: str,
+        *,
+        image: Path,
+        channel: str = "stable",
+        release_date: dt.date | None = None,
+        upgrade_from: str = ">=0.1.0",
+        delta_base: Path | None = None,
+    ) -> Path:
+        """``corral-bundle build`` then ``sign``: a real, signed bundle file."""
+        out_dir = self.work / "bundles"
+        out_dir.mkdir(exist_ok=True)
+        extras = self.work / "extras" / version
+        extras.mkdir(parents=True, exist_ok=True)
+        (extras / f"corral-cloud-{version}.tar.gz").write_bytes(os.urandom(4096))
+        (extras / f"corral_updater-{version}-py3-none-any.whl").write_bytes(os.urandom(2048))
+        (extras / "RELEASE-NOTES.md").write_text(f"# Corral {version}\n")
+        suffix = "-delta" if delta_base is not None else ""
+        bundle = out_dir / f"corral-{version}{suffix}.bundle"
+        bundle_io.build_bundle(
+            bundle,
+            version=version,
+            channel=channel,
+            release_date=release_date or dt.datetime.now(dt.UTC).date(),
+            upgrade_from=upgrade_from,
+            image=image,
+            collection=extras / f"corral-cloud-{version}.tar.gz",
+            service_package=extras / f"corral_updater-{version}-py3-none-any.whl",
+            notes=extras / "RELEASE-NOTES.md",
+            delta_base=delta_base,
+        )
+        head = bundle_io.read_head(bundle)
+        now = dt.datetime.now(dt.UTC)
+        bundle_io.rewrite_head(
+            bundle, vendor_service.sign_manifest(self.directory, head.manifest_bytes, now=now), None
+        )
+        return bundle
 
 
 @pytest.fixture(scope="session")
 def vendor(tmp_path_factory: pytest.TempPathFactory) -> Vendor:
     directory = tmp_path_factory.mktemp("vendor")
-    root_key, license_key, release_key = (Ed25519PrivateKey.generate() for _ in range(3))
-    v = Vendor(directory, root_key, license_key, release_key)
-    root_pub = signing.public_raw(root_key)
-    v.trust_root.write_bytes(keyring_mod.TrustRoot({signing.keyid_of(root_pub): root_pub}, 1).to_bytes())
-    keys = {
-        signing.keyid_of(signing.public_raw(k)): signing.public_raw(k) for k in (license_key, release_key)
-    }
-    license_id = signing.keyid_of(signing.public_raw(license_key))
-    release_id = signing.keyid_of(signing.public_raw(release_key))
-    payload = keyring_mod.keyring_payload(
-        version=1,
-        expires=dt.datetime.now(dt.UTC) + dt.timedelta(days=30),
-        keys=keys,
-        roles={"release": ([release_id], 1), "license": ([license_id], 1)},
-        revoked=[],
+    vendor_service.init_vendor(
+        directory,
+        now=dt.datetime.now(dt.UTC) - dt.timedelta(days=500),
+        root_keys=1,
+        root_threshold=1,
+        release_keys=2,
+        release_threshold=2,
+        expires_days=900,
     )
-    v.keyring.write_bytes(signing.make_envelope(payload, [signing.sign(root_key, "keyring", payload)]))
-    return v
+    return Vendor(directory, tmp_path_factory.mktemp("vendor-work"))
 
 
 # --- the server process

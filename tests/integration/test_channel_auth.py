@@ -9,7 +9,6 @@ from pathlib import Path
 
 import pytest
 import urllib3
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from tests.integration.conftest import UpdateServer, Vendor
 from updater.domain import license as license_mod
@@ -113,11 +112,11 @@ def test_an_expired_license_is_403(server: UpdateServer, vendor: Vendor, tmp_pat
     license_file, key_file = vendor.issue_license(
         "lic-expired",
         channels=["stable"],
-        issued=today - dt.timedelta(days=400),
+        issued_days_ago=400,
         updates_until=today - dt.timedelta(days=40),
         expires=today - dt.timedelta(days=1),
     )
-    # The vendor tool refuses to register an already expired license ...
+    # The server refuses to register an already expired license ...
     refused_add = server.cli("license", "add", str(license_file), str(key_file), check=False)
     assert refused_add.returncode == 2
     assert "license-expired" in refused_add.stderr
@@ -145,7 +144,7 @@ def test_a_channel_the_license_does_not_cover_is_403(
 def test_a_license_signed_by_a_key_the_vendor_keyring_does_not_hold_cannot_be_registered(
     server: UpdateServer, vendor: Vendor
 ) -> None:
-    files = vendor.issue_license("lic-forged", channels=["stable"], signer=Ed25519PrivateKey.generate())
+    files = vendor.forge_license("lic-forged", channels=["stable"])
     result = server.cli("license", "add", *map(str, files), check=False)
     assert result.returncode == 2
     assert "license-signature-invalid" in result.stderr

@@ -6,7 +6,8 @@
 * :meth:`ChannelClient.download` fetches one release into ``<dest>/<name>.part`` with HTTP Range (resuming
   what is already there), refuses any byte beyond the length TUF signed, checks length and SHA-256 against the
   TUF target info and only then renames the file to ``<dest>/<name>``.
-* :func:`pull_and_stage` runs the three and hands the file to the bundle verifier and staging (part A).
+* :func:`pull_and_stage` runs the three and hands the file to the bundle verifier and staging
+  (:func:`updater.services.staging.verify_and_stage`, the same checks an air-gapped import runs).
 
 Every request is signed with the license's derived request key (:mod:`updater.domain.request_auth`) and goes
 over HTTPS to a server whose certificate must chain to the CA file the installation was given.
@@ -20,7 +21,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -34,7 +35,10 @@ from tuf.ngclient.updater import Updater
 
 from updater.domain import request_auth
 from updater.domain.errors import VerificationError
+from updater.domain.keyring import TrustStore
+from updater.domain.license import verify_license
 from updater.domain.semver import Version, parse_version
+from updater.services.staging import StagedRelease, verify_and_stage
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` during a download (``bytes_done`` counts a resume)."""
@@ -416,3 +420,66 @@ def _release(target: TargetFile) -> Release:
         )
     except (KeyError, ValueError, VerificationError) as error:
         raise MetadataInvalid(f"target {target.path} lacks valid release information: {error}") from None
+
+
+class NoNewerRelease(ChannelError):
+    """The channel offers nothing newer than what runs (within the license's updates-until date)."""
+
+    check = "no-newer-release"
+
+
+def choose_release(
+    client: ChannelClient, *, installed_version: Version, version: Version | None, updates_until: date | None
+) -> Release:
+    """The release to pull: the one asked for, or else the newest the channel offers past what runs."""
+    if version is not None:
+        return client.release(version)
+    candidates = client.available_releases(installed_version, updates_until=updates_until)
+    if not candidates:
+        raise NoNewerRelease(
+            f"channel {client.settings.channel} has no release newer than {installed_version} "
+            "that this license entitles"
+        )
+    return candidates[-1]
+
+
+def pull_and_stage(
+    client: ChannelClient,
+    *,
+    installed_version: Version,
+    download_dir: Path,
+    trust: TrustStore,
+    license_document: bytes,
+    entitlement_key: bytes,
+    node_count: int,
+    base_images_dir: Path | None,
+    staging_root: Path,
+    version: Version | None = None,
+    progress: ProgressCallback | None = None,
+    now: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> StagedRelease:
+    """Refresh, pick, download (resuming), then run every bundle and license check and stage (part A).
+
+    The downloaded file is removed once it is staged or refused; an interrupted download keeps its ``.part``
+    so the next call resumes it. Nothing is staged unless every check passed.
+    """
+    lic = verify_license(license_document, trust.keyring, now=now())
+    client.refresh()
+    release = choose_release(
+        client, installed_version=installed_version, version=version, updates_until=lic.updates_until
+    )
+    bundle = client.download(release, download_dir, progress=progress)
+    try:
+        return verify_and_stage(
+            bundle,
+            trust=trust,
+            now=now(),
+            license_document=license_document,
+            entitlement_key=entitlement_key,
+            installed_version=installed_version,
+            node_count=node_count,
+            base_images_dir=base_images_dir,
+            staging_root=staging_root,
+        )
+    finally:
+        bundle.unlink(missing_ok=True)
