@@ -49,7 +49,7 @@ from updater.domain.errors import (
     UnlistedMember,
 )
 from updater.domain.keyring import TrustStore
-from updater.domain.license import check_entitlement_key, parse_license_payload, verify_license
+from updater.domain.license import License, check_entitlement_key, parse_license_payload, verify_license
 from updater.domain.manifest import (
     ImageIdentity,
     Manifest,
@@ -269,6 +269,45 @@ def _check_payload_header(
     return member
 
 
+def _license_checks(
+    manifest: Manifest, trust: TrustStore, inst: Installation, checks: list[str]
+) -> License | None:
+    if inst.license_document is None:
+        return None
+    lic = verify_license(inst.license_document, trust.keyring, now=inst.now)
+    checks.append("license")
+    if inst.entitlement_key is not None:
+        check_entitlement_key(lic, inst.entitlement_key)
+        checks.append("entitlement-key")
+    check_entitlement(manifest, lic, node_count=inst.node_count)
+    checks.append("license-entitlement")
+    return lic
+
+
+def _stream_payload(
+    reader: _TarReader, manifest: Manifest, member: TarMember | None, sink: PayloadSink | None
+) -> None:
+    """Hash (and hand to the sink) every payload member in manifest order, then check the archive's end."""
+    listed = {f.name: f for f in manifest.files}
+    for expected in manifest.files:
+        member = _check_payload_header(member, expected, listed)
+        digest = hashlib.sha256()
+        handle = sink.open(expected) if sink is not None else None
+        for piece in reader.source.pieces(expected.size):
+            digest.update(piece)
+            if handle is not None:
+                handle.write(piece)
+        if handle is not None and sink is not None:
+            sink.close(expected, handle)
+        if digest.hexdigest() != expected.sha256:
+            raise PayloadHashMismatch(f"{expected.name} does not have the SHA-256 the manifest lists")
+        reader.skip_padding(member)
+        member = reader.next_member()
+    if member is not None:
+        raise UnlistedMember(f"the archive holds {member.name!r} after the last listed file")
+    reader.finish()
+
+
 def run_checks(path: Path, inst: Installation, sink: PayloadSink | None = None) -> VerifiedBundle:
     """Run every bundle and license check on ``path``, streaming payload into ``sink`` if given.
 
@@ -294,38 +333,13 @@ def run_checks(path: Path, inst: Installation, sink: PayloadSink | None = None) 
         if inst.installed_version is not None:
             check_upgrade(manifest, inst.installed_version)
             checks.append("upgrade-path")
-        lic = None
-        if inst.license_document is not None:
-            lic = verify_license(inst.license_document, trust.keyring, now=inst.now)
-            checks.append("license")
-            if inst.entitlement_key is not None:
-                check_entitlement_key(lic, inst.entitlement_key)
-                checks.append("entitlement-key")
-            check_entitlement(manifest, lic, node_count=inst.node_count)
-            checks.append("license-entitlement")
+        lic = _license_checks(manifest, trust, inst, checks)
         if manifest.image.delta_base_sha256 is not None:
             index_base_image(inst.base_images_dir, manifest.image.delta_base_sha256)
             checks.append("delta-base")
         if sink is not None:
             sink.prepare(manifest, manifest_bytes, signatures, carried)
-        listed = {f.name: f for f in manifest.files}
-        for expected in manifest.files:
-            member = _check_payload_header(member, expected, listed)
-            digest = hashlib.sha256()
-            handle = sink.open(expected) if sink is not None else None
-            for piece in source.pieces(expected.size):
-                digest.update(piece)
-                if handle is not None:
-                    handle.write(piece)
-            if handle is not None and sink is not None:
-                sink.close(expected, handle)
-            if digest.hexdigest() != expected.sha256:
-                raise PayloadHashMismatch(f"{expected.name} does not have the SHA-256 the manifest lists")
-            reader.skip_padding(member)
-            member = reader.next_member()
-        if member is not None:
-            raise UnlistedMember(f"the archive holds {member.name!r} after the last listed file")
-        reader.finish()
+        _stream_payload(reader, manifest, member, sink)
         checks.append("payload")
     return VerifiedBundle(
         manifest=manifest,
