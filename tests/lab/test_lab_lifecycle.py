@@ -1,0 +1,109 @@
+"""Labs come and go cleanly: `up` twice is a no-op, two labs coexist, `down` leaves nothing, bad input is
+refused with a clear message and nothing half-made."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.lab.conftest import LabSession, corral_lab, leftovers
+from updater.lab.lab import Lab
+
+pytestmark = pytest.mark.lab
+
+
+def test_up_again_changes_nothing_and_restarts_no_node(lab: LabSession) -> None:
+    boot_ids = {n: lab.boot_id(n) for n in ("node1", "node2", "node3")}
+    result = lab.lab.up(nodes=3)
+    assert not result.changed
+    assert {n: lab.boot_id(n) for n in boot_ids} == boot_ids
+
+
+def test_two_labs_run_side_by_side_and_down_of_one_leaves_the_other_untouched(lab: LabSession) -> None:
+    other = Lab("citest2")
+    if (other.root / other.name).exists():
+        other.down()
+    try:
+        result = corral_lab("--lab", "citest2", "up", "--nodes", "1", "--disks", "1", "--disk-size", "1")
+        assert result.returncode == 0, result.stderr
+        index = other.config().index
+        assert index != lab.lab.config().index
+        assert other.run_on("node1", "hostname").strip() == "node1"
+        assert other.address("node1") != lab.lab.address("node1")
+        boot_ids = {n: lab.boot_id(n) for n in ("node1", "node2", "node3")}
+    finally:
+        down = corral_lab("--lab", "citest2", "down")
+    assert down.returncode == 0, down.stderr
+    assert leftovers("citest2", index) == []
+    assert {n: lab.boot_id(n) for n in boot_ids} == boot_ids
+    assert [s.state for s in lab.lab.status()] == ["RUNNING"] * 3
+    assert all("(running)" in s.bmc for s in lab.lab.status())
+
+
+def test_down_leaves_no_container_mount_loop_device_bridge_bmc_rule_or_cgroup() -> None:
+    scratch = Lab("citest3")
+    if (scratch.root / scratch.name).exists():
+        scratch.down()
+    try:
+        scratch.up(nodes=1, disks_per_node=2, disk_size_gib=1)
+        index = scratch.config().index
+        assert leftovers("citest3", index) != []  # the check sees a running lab...
+    finally:
+        scratch.down()
+    assert leftovers("citest3", index) == []  # ...and nothing once it is down
+    assert not scratch.down()  # a second down has nothing to do
+
+
+def test_the_host_neither_forwards_nor_nats_for_the_lab(lab: LabSession) -> None:
+    layout = lab.lab.layout
+    nat = subprocess.run(["iptables", "-t", "nat", "-S"], capture_output=True, text=True, check=True).stdout
+    assert "MASQUERADE" not in nat
+    assert "SNAT" not in nat
+    forward = subprocess.run(["iptables", "-S", "FORWARD"], capture_output=True, text=True, check=True).stdout
+    assert layout.bridge not in forward
+    assert "10.77." not in forward
+    assert Path(f"/proc/sys/net/ipv4/conf/{layout.bridge}/forwarding").read_text().strip() == "0"
+
+
+def test_up_while_another_operation_holds_the_lab_is_refused_at_once(lab: LabSession) -> None:
+    with lab.lab.locked("up"):
+        result = corral_lab("--lab", lab.name, "up", "--nodes", "3", timeout=30)
+    assert result.returncode == 1
+    assert f"lab '{lab.name}' is busy: `corral-lab up` (pid" in result.stderr
+    assert "nothing was changed" in result.stderr
+
+
+@pytest.mark.parametrize("nodes", ["0", "100"])
+def test_a_bad_node_count_leaves_the_running_lab_as_it_was(lab: LabSession, nodes: str) -> None:
+    before = lab.lab.config()
+    result = corral_lab("--lab", lab.name, "up", "--nodes", nodes)
+    assert result.returncode == 1
+    assert f"--nodes {nodes}: a lab has 1 to 12 nodes" in result.stderr
+    assert lab.lab.config() == before
+
+
+def test_shrinking_a_running_lab_is_refused(lab: LabSession) -> None:
+    result = corral_lab("--lab", lab.name, "up", "--nodes", "2")
+    assert result.returncode == 1
+    assert "cannot shrink it" in result.stderr
+    assert lab.lab.config().nodes == 3
+
+
+@pytest.mark.parametrize("args", [["power", "node9", "off"], ["ssh", "node0", "true"], ["boots", "web1"]])
+def test_an_unknown_node_is_refused_naming_the_nodes_there_are(lab: LabSession, args: list[str]) -> None:
+    result = corral_lab("--lab", lab.name, *args)
+    assert result.returncode == 1
+    assert "this lab has node1, node2, node3" in result.stderr
+
+
+def test_an_image_build_with_an_unknown_package_fails_clearly_and_caches_nothing(lab: LabSession) -> None:
+    store = lab.lab.images.root
+    before = sorted(p.name for p in store.iterdir())
+    keys_before = sorted(p.name for p in (store / "keys").iterdir())
+    result = corral_lab("image", "build", "--extra-package", "corral-no-such-package")
+    assert result.returncode == 1
+    assert "unknown Debian package(s): corral-no-such-package (declared by extra)" in result.stderr
+    assert sorted(p.name for p in store.iterdir()) == before
+    assert sorted(p.name for p in (store / "keys").iterdir()) == keys_before
