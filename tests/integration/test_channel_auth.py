@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 import urllib3
 
-from tests.integration.conftest import UpdateServer, Vendor
+from tests.integration.conftest import UpdateServer, Vendor, run_cli
 from updater.domain import license as license_mod
 from updater.domain.request_auth import LICENSE_HEADER
 from updater.server.licenses import LicenseRecord, LicenseRegistry
+from updater.services import vendor as vendor_service
 from updater.services.channel import ChannelRefused, ChannelUnreachable
 
 TIMESTAMP = "/v1/channels/stable/metadata/timestamp.json"
@@ -189,3 +190,60 @@ def test_license_headers_are_never_written_to_the_access_log(
     assert LICENSE_HEADER not in log
     assert "X-Corral-Signature" not in log
     assert stable_license[1].read_text().strip() not in log
+
+
+def test_the_server_follows_a_vendor_key_rotation_and_refuses_an_older_keyring(tmp_path: Path) -> None:
+    now = dt.datetime.now(dt.UTC)
+    vendor_dir = tmp_path / "vendor"
+    first = vendor_service.init_vendor(
+        vendor_dir, now=now, root_keys=1, root_threshold=1, release_keys=1, release_threshold=1
+    )
+    vendor_files = vendor_service.VendorDir(vendor_dir)
+    home = tmp_path / "home"
+    run_cli(
+        home, "init", "--trust-root", str(vendor_files.trust_root), "--keyring", str(vendor_files.keyring)
+    )
+    old_keyring = tmp_path / "keyring-v1.json"
+    old_keyring.write_bytes(vendor_files.keyring.read_bytes())
+    (old_license_key,) = first.roles["license"].keyids
+    vendor_service.rotate_key(vendor_dir, now=now, role="license")
+    vendor_service.revoke_key(vendor_dir, old_license_key, now=now)
+    _lic, license_file, key_file = vendor_service.issue_license(
+        vendor_dir,
+        tmp_path / "licenses",
+        now=now,
+        customer="ACME",
+        channels=["stable"],
+        node_entitlement=3,
+        updates_until=now.date() + dt.timedelta(days=30),
+        expires=now.date() + dt.timedelta(days=60),
+        license_id="lic-rotated",
+    )
+    refused = run_cli(home, "license", "add", str(license_file), str(key_file), check=False)
+    assert refused.returncode == 2
+    assert "license-signature-invalid" in refused.stderr  # signed by a key the server does not know yet
+
+    assert "keyring version 3 trusted" in run_cli(home, "keyring", "update", str(vendor_files.keyring)).stdout
+    run_cli(home, "license", "add", str(license_file), str(key_file))
+
+    rollback = run_cli(home, "keyring", "update", str(old_keyring), check=False)
+    assert rollback.returncode == 2
+    assert "keyring-rollback" in rollback.stderr
+    assert (home / "trust" / "keyring.json").read_bytes() == vendor_files.keyring.read_bytes()
+
+
+def test_init_with_a_bad_keyring_creates_nothing(tmp_path: Path, vendor: Vendor) -> None:
+    forged = tmp_path / "keyring.json"
+    envelope = json.loads(vendor.keyring.read_bytes())
+    first_hex = envelope["signatures"][0]["sig"][0]
+    envelope["signatures"][0]["sig"] = ("1" if first_hex == "0" else "0") + envelope["signatures"][0]["sig"][
+        1:
+    ]
+    forged.write_text(json.dumps(envelope))
+    home = tmp_path / "home"
+    result = run_cli(
+        home, "init", "--trust-root", str(vendor.trust_root), "--keyring", str(forged), check=False
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("corral-update-server: ")
+    assert not home.exists()

@@ -325,3 +325,15 @@ def test_publishing_an_unsigned_bundle_is_refused(
     assert result.returncode == 2
     assert "signature" in result.stderr
     assert list(server.targets_dir("stable").iterdir()) == []
+
+
+def test_a_serving_server_keeps_its_short_lived_timestamp_fresh(
+    make_server, vendor: Vendor, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    server = make_server(channels=("stable",), timestamp_expiry=3, start=False)
+    server.start("--refresh-timestamp-every", "1")
+    site = Site(server, vendor, tmp_path / "site", "lic-fresh")
+    site.client.refresh()
+    time.sleep(4.5)  # longer than the timestamp's life: only re-signing keeps the channel usable
+    site.client.refresh()
+    assert site.client.releases() == []
