@@ -44,6 +44,7 @@ def test_lxc_command_line_gives_an_lxc_backend(password_file: Path) -> None:
     assert settings.node == "node2"
     assert isinstance(settings.power, LxcPower)
     assert settings.power.lxcpath == Path("/var/lib/corral-lab/demo/lxc")
+    assert settings.power.cycle_off_seconds == 1.0
 
 
 def test_the_lab_spelling_of_the_lxc_options_is_accepted(password_file: Path) -> None:
@@ -86,6 +87,8 @@ def test_password_is_not_in_the_settings_repr(password_file: Path) -> None:
         ({"--port": "0"}, "UDP port 1-65535"),
         ({"--port": "70000"}, "UDP port 1-65535"),
         ({"--port": "x"}, "invalid int value"),
+        ({"--cycle-off-seconds": "0.5"}, "give 1 to 60 seconds"),
+        ({"--cycle-off-seconds": "61"}, "give 1 to 60 seconds"),
         ({"--user": "root admin"}, "1-16 letters"),
         ({"--lxcpath": "relative/lxc"}, "must be absolute"),
         ({"--name": "node 1"}, "container name"),

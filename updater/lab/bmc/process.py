@@ -28,7 +28,13 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from updater.lab.bmc.ipmi import DeviceIdentity, system_guid, validate_password, validate_user
+from updater.lab.bmc.ipmi import (
+    POWER_CYCLE_OFF_SECONDS,
+    DeviceIdentity,
+    system_guid,
+    validate_password,
+    validate_user,
+)
 from updater.lab.bmc.power import LxcPower, PowerControl, SubprocessPower
 from updater.lab.bmc.server import LOG, VirtualBmc
 
@@ -82,6 +88,12 @@ def _parser() -> _Parser:
     parser.add_argument("--name", "--container", help="the node's LXC container name")
     parser.add_argument("--process-command", help="instead of LXC: a command that is the 'node' (tests)")
     parser.add_argument("--process-pidfile", type=Path, help="with --process-command: the node's pid file")
+    parser.add_argument(
+        "--cycle-off-seconds",
+        type=float,
+        default=POWER_CYCLE_OFF_SECONDS,
+        help="how long a power cycle keeps the node off (default 1, the IPMI minimum)",
+    )
     parser.add_argument("--pidfile", type=Path, help="write this process's pid here once listening")
     parser.add_argument("--lab-dir", type=Path, help="the lab's state directory (lets the lab find its BMCs)")
     return parser
@@ -126,7 +138,7 @@ def _power_backend(args: argparse.Namespace) -> tuple[PowerControl, str]:
         if args.lxcpath is None or args.name is None:
             raise BmcConfigError("--lxcpath and --name go together")
         try:
-            return LxcPower(args.lxcpath, args.name), str(args.name)
+            return LxcPower(args.lxcpath, args.name, cycle_off_seconds=args.cycle_off_seconds), str(args.name)
         except ValueError as exc:
             raise BmcConfigError(str(exc)) from None
     if args.process_command is None or args.process_pidfile is None:
@@ -134,7 +146,8 @@ def _power_backend(args: argparse.Namespace) -> tuple[PowerControl, str]:
     command = shlex.split(args.process_command)
     if not command:
         raise BmcConfigError("--process-command is empty")
-    return SubprocessPower(command, args.process_pidfile), str(args.process_pidfile.stem)
+    power = SubprocessPower(command, args.process_pidfile, cycle_off_seconds=args.cycle_off_seconds)
+    return power, str(args.process_pidfile.stem)
 
 
 def parse_args(argv: list[str]) -> BmcSettings:
@@ -150,6 +163,8 @@ def parse_args(argv: list[str]) -> BmcSettings:
         )
     if not 1 <= args.port <= 65535:
         raise BmcConfigError(f"--port {args.port}: give a UDP port 1-65535")
+    if not POWER_CYCLE_OFF_SECONDS <= args.cycle_off_seconds <= 60:
+        raise BmcConfigError(f"--cycle-off-seconds {args.cycle_off_seconds}: give 1 to 60 seconds")
     try:
         user = validate_user(args.user)
     except ValueError as exc:
@@ -280,6 +295,7 @@ def start_bmc_process(
     process_pidfile: Path | None = None,
     port: int = DEFAULT_PORT,
     lab_dir: Path | None = None,
+    cycle_off_seconds: float | None = None,
     timeout: float = 10.0,
 ) -> int:
     """Start a detached BMC process and return its pid once it listens.
@@ -300,6 +316,8 @@ def start_bmc_process(
         argv += ["--process-pidfile", str(process_pidfile)]
     if lab_dir is not None:
         argv += ["--lab-dir", str(lab_dir)]
+    if cycle_off_seconds is not None:
+        argv += ["--cycle-off-seconds", str(cycle_off_seconds)]
     argv += ["--pidfile", str(pidfile)]
     parse_args(argv)
     running = running_bmc_pid(pidfile)
