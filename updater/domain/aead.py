@@ -176,20 +176,22 @@ class StreamEncryptor:
         self._pending = bytearray()
         self._index = 0
 
-    def _seal(self, chunk: bytes, last: bool) -> bytes:
+    def _seal(self, chunk: bytes | memoryview, last: bool) -> bytes:
         sealed = self._aead.encrypt(_nonce(self._header.nonce_prefix, self._index, last), chunk, self._aad)
         self._index += 1
         return sealed
 
     def update(self, data: bytes) -> bytes:
         self._pending += data
-        out = bytearray()
         size = self._header.chunk_size
         # Keep at least one byte back: only finish() knows which chunk is the last one.
-        while len(self._pending) > size:
-            out += self._seal(bytes(self._pending[:size]), last=False)
-            del self._pending[:size]
-        return bytes(out)
+        count = (len(self._pending) - 1) // size
+        if count <= 0:
+            return b""
+        with memoryview(self._pending) as view:
+            sealed = [self._seal(view[i * size : (i + 1) * size], last=False) for i in range(count)]
+        del self._pending[: count * size]
+        return b"".join(sealed)
 
     def finish(self) -> bytes:
         sealed = self._seal(bytes(self._pending), last=True)

@@ -167,9 +167,16 @@ class PayloadSink(Protocol):
     """Where verified payload goes while it is read (staging); ``None`` for verify-only."""
 
     def prepare(
-        self, manifest: Manifest, manifest_bytes: bytes, signatures: bytes, keyring: bytes | None
+        self,
+        manifest: Manifest,
+        manifest_bytes: bytes,
+        signatures: bytes,
+        keyring: bytes | None,
+        base: BaseImage | None,
     ) -> None:
-        """Called once the manifest is trusted and every policy check passed, before any payload is read."""
+        """Called once the manifest is trusted and every policy check passed, before any payload is read.
+
+        ``base`` is the delta's verified, indexed base image (``None`` for a whole image)."""
 
     def open(self, entry: PayloadFile) -> BinaryIO:
         """A writable file for ``entry``; closed (and fsynced) by :meth:`close`."""
@@ -201,10 +208,18 @@ def base_image_path(base_images_dir: Path | None, sha256: str) -> Path:
     return path
 
 
-def index_base_image(base_images_dir: Path | None, sha256: str) -> tuple[Path, dict[bytes, delta.Block]]:
+@dataclass(frozen=True)
+class BaseImage:
+    """A delta's base image, hashed and indexed by block (the rebuilt image is checked again at the end)."""
+
+    path: Path
+    index: dict[bytes, delta.Block]
+
+
+def index_base_image(base_images_dir: Path | None, sha256: str) -> BaseImage:
     path = base_image_path(base_images_dir, sha256)
     with path.open("rb") as handle:
-        return path, delta.index_base(handle, expected_sha256=sha256)
+        return BaseImage(path, delta.index_base(handle, expected_sha256=sha256))
 
 
 def _detect(prefix: bytes) -> None:
@@ -334,11 +349,12 @@ def run_checks(path: Path, inst: Installation, sink: PayloadSink | None = None) 
             check_upgrade(manifest, inst.installed_version)
             checks.append("upgrade-path")
         lic = _license_checks(manifest, trust, inst, checks)
+        base = None
         if manifest.image.delta_base_sha256 is not None:
-            index_base_image(inst.base_images_dir, manifest.image.delta_base_sha256)
+            base = index_base_image(inst.base_images_dir, manifest.image.delta_base_sha256)
             checks.append("delta-base")
         if sink is not None:
-            sink.prepare(manifest, manifest_bytes, signatures, carried)
+            sink.prepare(manifest, manifest_bytes, signatures, carried, base)
         _stream_payload(reader, manifest, member, sink)
         checks.append("payload")
     return VerifiedBundle(

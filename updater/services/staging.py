@@ -37,7 +37,7 @@ from updater.domain.errors import (
 from updater.domain.keyring import TrustStore
 from updater.domain.manifest import Manifest, PayloadFile
 from updater.domain.semver import Version, parse_version
-from updater.services.bundle_io import Installation, base_image_path, run_checks
+from updater.services.bundle_io import BaseImage, Installation, run_checks
 
 _T = TypeVar("_T")
 IMAGE_NAME = "image.tar"
@@ -126,18 +126,24 @@ def verify_bundle_file(
 
 
 class _StagingSink:
-    def __init__(self, staging_root: Path, margin: int, base_images_dir: Path | None) -> None:
+    def __init__(self, staging_root: Path, margin: int) -> None:
         self.root = staging_root
         self.margin = margin
-        self.base_images_dir = base_images_dir
         self.tmp: Path | None = None
         self.dest: Path | None = None
         self.manifest: Manifest | None = None
         self.handles: list[BinaryIO] = []
+        self.base: BaseImage | None = None
 
     def prepare(
-        self, manifest: Manifest, manifest_bytes: bytes, signatures: bytes, keyring: bytes | None
+        self,
+        manifest: Manifest,
+        manifest_bytes: bytes,
+        signatures: bytes,
+        keyring: bytes | None,
+        base: BaseImage | None,
     ) -> None:
+        self.base = base
         dest = self.root / str(manifest.version)
         if dest.exists():
             raise AlreadyStaged(f"release {manifest.version} is already staged at {dest}")
@@ -186,20 +192,23 @@ class _StagingSink:
             return
         entry = _required(manifest.file_by_role("image-delta"))
         delta_path = tmp / entry.name
-        base = base_image_path(self.base_images_dir, base_sha)
-        with delta_path.open("rb") as recipe, delta_path.open("rb") as literals, base.open("rb") as base_in:
+        base = _required(self.base)
+        with (
+            delta_path.open("rb") as recipe,
+            delta_path.open("rb") as literals,
+            base.path.open("rb") as base_in,
+        ):
             head = delta.read_delta_head(recipe, delta_size=entry.size)
             if head.base_sha256 != base_sha:
                 raise DeltaInvalid("the delta was made over another base than the manifest names")
             literals.seek(head.literals_offset)
-            index = delta.index_base(base_in, expected_sha256=base_sha)
             with self._create(target) as out:
                 delta.apply_delta(
                     head,
                     recipe=recipe,
                     literals=literals,
                     base=base_in,
-                    base_index=index,
+                    base_index=base.index,
                     out=out,
                     expected_size=manifest.image.size,
                     expected_sha256=manifest.image.sha256,
@@ -272,7 +281,7 @@ def verify_and_stage(
         node_count=node_count,
         base_images_dir=base_images_dir,
     )
-    sink = _StagingSink(staging_root, space_margin, base_images_dir)
+    sink = _StagingSink(staging_root, space_margin)
     try:
         verified = run_checks(bundle_path, inst, sink)
         sink.finish_image()
