@@ -9,9 +9,6 @@ invented: an unknown value is shown as unknown, and a source that cannot be read
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -25,6 +22,7 @@ from updater.domain.inventory import Inventory, InventoryError, inventory_from_a
 from updater.domain.keyring import TrustStore
 from updater.domain.license import verify_license
 from updater.domain.states import FINAL_ROLLOUT_STATES
+from updater.services import inventory_loader
 from updater.store import queries
 
 TRUST_ROOT_FILE = "trust-root.json"
@@ -95,7 +93,7 @@ class Overview:
 
 
 def load_inventory(path: str) -> Inventory:
-    """An inventory from ``ansible-inventory --list`` JSON (``*.json``), or any inventory Ansible can read."""
+    """An inventory from saved ``ansible-inventory --list`` JSON (``*.json``), or any source Ansible reads."""
     source = Path(path)
     if not source.exists():
         raise InventoryError(f"inventory {path} does not exist")
@@ -105,13 +103,10 @@ def load_inventory(path: str) -> Inventory:
         except json.JSONDecodeError as error:
             raise InventoryError(f"inventory {path} is not valid JSON: {error}") from None
         return inventory_from_ansible(data)
-    tool = shutil.which("ansible-inventory") or str(Path(sys.executable).with_name("ansible-inventory"))
-    result = subprocess.run(
-        [tool, "-i", path, "--list"], capture_output=True, text=True, timeout=60, check=False
-    )
-    if result.returncode != 0:
-        raise InventoryError(f"ansible-inventory could not read {path}: {result.stderr.strip()[-500:]}")
-    return inventory_from_ansible(json.loads(result.stdout))
+    try:
+        return inventory_loader.load_inventory([path], timeout=60)
+    except inventory_loader.InventoryLoadError as error:
+        raise InventoryError(str(error)) from None
 
 
 def load_license(trust_dir: Path, *, now: datetime) -> LicenseSummary | None:
@@ -146,7 +141,7 @@ def build_overview(session: Session, config: ServiceConfig, *, now: datetime | N
     else:
         try:
             inventory = load_inventory(config.inventory_path)
-        except (InventoryError, OSError, subprocess.TimeoutExpired) as error:
+        except (InventoryError, OSError) as error:
             problems.append(f"inventory: {error}")
     latest = queries.latest_steps_by_node(session)
     rows = []
