@@ -1,0 +1,213 @@
+"""The service's processes for real: Redis, a Celery worker, beat, and the web app under gunicorn over HTTPS.
+
+Everything is started by these fixtures on loopback (Debian ``redis-server``; ``corral-updater worker``,
+``beat`` and ``web`` as separate processes from a home made by ``corral-updater init``), and stopped.
+No eager mode: tasks travel through Redis to another process, which writes to the same database.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.redis_server import RedisServer, free_port
+from updater.config import ServiceConfig, load_config
+from updater.store import queries as q
+from updater.store.db import make_engine, session_factory, transaction
+from updater.store.models import AuditEntry, Outcome
+from updater.tasks import CHANNEL_CHECK_ENTRY, TASK_CHECK_CHANNEL, TASK_RECORD_AUDIT, make_celery
+
+CLI = str(Path(sys.executable).with_name("corral-updater"))
+
+
+class Process:
+    """A child process in its own session, so stopping it also stops what it forked (Celery's pool)."""
+
+    def __init__(self, args: list[str], log: Path) -> None:
+        self.log = log
+        self._handle = log.open("wb")
+        self.proc = subprocess.Popen(
+            args, stdout=self._handle, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self._handle.close()
+
+
+def wait_for(condition: Callable[[], Any], timeout: float, what: str, process: Process | None = None) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        if process is not None and not process.alive():
+            raise AssertionError(f"{what}: the process exited:\n{process.output()[-3000:]}")
+        time.sleep(0.2)
+    raise AssertionError(
+        f"{what}: not within {timeout} s" + (f"\n{process.output()[-3000:]}" if process else "")
+    )
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="module")
+def stack(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("stack")
+    home = root / "home"
+    web_port = free_port()
+    init = subprocess.run(
+        [
+            CLI, "--home", str(home), "init", "--redis-url", redis.url, "--channel-check-interval", "1",
+            "--bind", f"127.0.0.1:{web_port}",
+        ],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    password = re.search(r"password: (\S+)", init.stdout)
+    assert password is not None
+    worker = Process([CLI, "--home", str(home), "worker", "--concurrency", "1"], root / "worker.log")
+    config = load_config(home)
+    celery = make_celery(config)
+    try:
+        wait_for(lambda: celery.control.ping(timeout=0.5), 60, "worker ready", worker)
+        yield {
+            "home": home,
+            "config": config,
+            "celery": celery,
+            "worker": worker,
+            "password": password.group(1),
+        }
+    finally:
+        worker.stop()
+        celery.close()
+
+
+def audit_entries(config: ServiceConfig) -> list[AuditEntry]:
+    engine = make_engine(config.effective_database_url)
+    try:
+        with transaction(session_factory(engine)) as db:
+            return list(reversed(q.list_audit(db, limit=1000)))
+    finally:
+        engine.dispose()
+
+
+def test_a_task_travels_through_redis_to_the_worker_process_and_reaches_the_database(
+    stack: dict[str, Any],
+) -> None:
+    result = stack["celery"].send_task(
+        TASK_RECORD_AUDIT, kwargs={"actor": "tester", "action": "celery.roundtrip", "target": "redis"}
+    )
+    assert result.get(timeout=30) == "recorded"
+    entry = audit_entries(stack["config"])[-1]
+    assert (entry.actor, entry.action, entry.target, entry.outcome) == (
+        "tester",
+        "celery.roundtrip",
+        "redis",
+        Outcome.OK,
+    )
+    assert str(stack["worker"].proc.pid) != str(os.getpid())
+
+
+def test_a_task_with_bad_arguments_fails_in_the_worker_and_writes_nothing(stack: dict[str, Any]) -> None:
+    before = len(audit_entries(stack["config"]))
+    result = stack["celery"].send_task(
+        TASK_RECORD_AUDIT, kwargs={"actor": "tester", "action": "x", "outcome": "maybe"}
+    )
+    with pytest.raises(ValueError, match="'maybe' is not a valid Outcome"):
+        result.get(timeout=30)
+    assert len(audit_entries(stack["config"])) == before
+
+
+def test_beat_runs_the_channel_check_on_its_configured_interval(stack: dict[str, Any]) -> None:
+    schedule = stack["celery"].conf.beat_schedule[CHANNEL_CHECK_ENTRY]
+    assert schedule["task"] == TASK_CHECK_CHANNEL
+    assert schedule["schedule"].total_seconds() == 1
+    beat = Process([CLI, "--home", str(stack["home"]), "beat"], stack["home"].parent / "beat.log")
+    try:
+        checks = wait_for(
+            lambda: [e for e in audit_entries(stack["config"]) if e.action == "channel.check"][2:],
+            60,
+            "three periodic channel checks",
+            beat,
+        )
+    finally:
+        beat.stop()
+    entry = checks[-1]
+    assert entry.actor == "beat"
+    assert entry.outcome is Outcome.FAILED
+    assert "no update channel is configured" in entry.detail
+
+
+def test_the_web_app_serves_https_only_with_the_init_certificate(stack: dict[str, Any]) -> None:
+    config: ServiceConfig = stack["config"]
+    web = Process([CLI, "--home", str(stack["home"]), "web"], stack["home"].parent / "web.log")
+    host, port = config.bind.rsplit(":", 1)
+    base = f"https://{host}:{port}"
+    browser = requests.Session()
+    # The self-signed certificate from init (it names 127.0.0.1). Passed per request: a session's own
+    # `verify` loses to REQUESTS_CA_BUNDLE from the environment.
+    ca = str(config.cert_path)
+    try:
+        wait_for(lambda: _connects(host, int(port)), 60, "web service listening", web)
+        login_page = browser.get(f"{base}/login", timeout=10, verify=ca)
+        token = re.search(r'name="csrf_token" value="([^"]+)"', login_page.text)
+        assert token is not None
+        signed_in = browser.post(
+            f"{base}/login",
+            data={"username": "admin", "password": stack["password"], "csrf_token": token.group(1)},
+            timeout=10,
+            verify=ca,
+            allow_redirects=False,
+        )
+        assert signed_in.status_code == 302
+        cookie = signed_in.headers["Set-Cookie"]
+        assert "Secure" in cookie
+        assert "HttpOnly" in cookie
+        overview = browser.get(f"{base}/", timeout=10, verify=ca)
+        assert overview.status_code == 200
+        assert "admin (operator)" in overview.text
+        assert overview.headers["Strict-Transport-Security"].startswith("max-age=")
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"http://{host}:{port}/", timeout=5)
+    finally:
+        web.stop()
+    assert stack["password"] not in web.output()
+
+
+def _connects(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
