@@ -144,3 +144,26 @@ def test_private_keys_are_written_0600_in_0700_directories(kit: Kit) -> None:
         assert directory.stat().st_mode & 0o777 == 0o700
         for pem in directory.iterdir():
             assert pem.stat().st_mode & 0o777 == 0o600, pem
+
+
+def test_license_key_rotation_with_retirement_keeps_new_licenses_valid(kit: Kit) -> None:
+    old_license_key = next(iter(kit.trust().keyring.role_keys("license")))
+    issued_before = kit_.issue(kit)
+    new_key, keyring = vendor.rotate_key(kit.vendor_dir, now=NOW, role="license", retire=old_license_key)
+    assert set(keyring.role_keys("license")) == {new_key}
+    (kit.vendor.private("license") / f"{old_license_key}.pem").unlink()  # the retired key is destroyed
+    issued_after = kit_.issue(kit)
+    from updater.domain.license import verify_license
+
+    assert (
+        verify_license(issued_after.document, keyring, now=NOW).license_id == issued_after.license.license_id
+    )
+    with pytest.raises(errors.LicenseSignatureInvalid):  # signed by a key that left the role
+        verify_license(issued_before.document, keyring, now=NOW)
+
+
+def test_retiring_a_key_of_another_role_is_refused(kit: Kit) -> None:
+    root_key = next(iter(kit.vendor.private_keys("root")))
+    with pytest.raises(vendor.VendorError, match="is not a release key"):
+        vendor.rotate_key(kit.vendor_dir, now=NOW, retire=root_key)
+    assert kit.trust().keyring.version == 1
