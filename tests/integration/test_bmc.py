@@ -375,6 +375,45 @@ def test_sigterm_stops_the_bmc_cleanly_and_leaves_the_node_running(tmp_path: Pat
         node.power_off()
 
 
+def test_sessions_abandoned_after_a_wrong_password_are_dropped(tmp_path: Path) -> None:
+    address = free_loopback_address()
+    password_file = secret_file(tmp_path / "pw", PASSWORD)
+    log = tmp_path / "bmc.log"
+    argv = [sys.executable, "-m", "updater.lab.bmc", "--address", address, "--user", USER]
+    argv += ["--password-file", str(password_file), "--process-command", NODE_COMMAND]
+    argv += ["--process-pidfile", str(tmp_path / "node.pid"), "--pidfile", str(tmp_path / "bmc.pid")]
+    argv += ["--session-idle-seconds", "1"]
+    with log.open("wb") as log_out:
+        process = subprocess.Popen(argv, stderr=log_out)
+    bmc = Bmc(
+        address,
+        process.pid,
+        tmp_path / "bmc.pid",
+        log,
+        password_file,
+        SubprocessPower(["x"], tmp_path / "n"),
+        tmp_path,
+    )
+    try:
+        assert wait_until(lambda: running_bmc_pid(bmc.pidfile) == process.pid, timeout=10)
+        wrong = secret_file(tmp_path / "wrong", "not-it")
+        for _ in range(10):
+            assert bmc.ipmitool("chassis", "power", "status", password_file=wrong).returncode != 0
+
+        def dropped() -> int:
+            return sum(
+                int(line.split("dropped ")[1].split()[0])
+                for line in log.read_text().splitlines()
+                if "dropped " in line
+            )
+
+        assert wait_until(lambda: dropped() >= 10, timeout=5), log.read_text()
+        assert bmc.power("status") == "Chassis Power is off"
+    finally:
+        process.terminate()
+        assert process.wait(timeout=5) == 0
+
+
 def test_a_restarted_bmc_finds_the_node_as_it_was(bmc: Bmc) -> None:
     bmc.power("on")
     pid = bmc.node.pid()

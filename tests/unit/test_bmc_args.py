@@ -89,6 +89,7 @@ def test_password_is_not_in_the_settings_repr(password_file: Path) -> None:
         ({"--port": "x"}, "invalid int value"),
         ({"--cycle-off-seconds": "0.5"}, "give 1 to 60 seconds"),
         ({"--cycle-off-seconds": "61"}, "give 1 to 60 seconds"),
+        ({"--session-idle-seconds": "0.5"}, "give 1 to 3600 seconds"),
         ({"--user": "root admin"}, "1-16 letters"),
         ({"--lxcpath": "relative/lxc"}, "must be absolute"),
         ({"--name": "node 1"}, "container name"),

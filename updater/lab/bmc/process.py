@@ -36,7 +36,7 @@ from updater.lab.bmc.ipmi import (
     validate_user,
 )
 from updater.lab.bmc.power import LxcPower, PowerControl, SubprocessPower
-from updater.lab.bmc.server import LOG, VirtualBmc
+from updater.lab.bmc.server import LOG, SESSION_IDLE_SECONDS, VirtualBmc
 
 MODULE = "updater.lab.bmc"
 DEFAULT_PORT = 623
@@ -60,6 +60,7 @@ class BmcSettings:
     power: PowerControl
     pidfile: Path | None
     lab_dir: Path | None
+    session_idle_seconds: float = SESSION_IDLE_SECONDS
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,6 +94,12 @@ def _parser() -> _Parser:
         type=float,
         default=POWER_CYCLE_OFF_SECONDS,
         help="how long a power cycle keeps the node off (default 1, the IPMI minimum)",
+    )
+    parser.add_argument(
+        "--session-idle-seconds",
+        type=float,
+        default=SESSION_IDLE_SECONDS,
+        help="drop sessions idle this long (default 60)",
     )
     parser.add_argument("--pidfile", type=Path, help="write this process's pid here once listening")
     parser.add_argument("--lab-dir", type=Path, help="the lab's state directory (lets the lab find its BMCs)")
@@ -163,6 +170,8 @@ def parse_args(argv: list[str]) -> BmcSettings:
         )
     if not 1 <= args.port <= 65535:
         raise BmcConfigError(f"--port {args.port}: give a UDP port 1-65535")
+    if not 1 <= args.session_idle_seconds <= 3600:
+        raise BmcConfigError(f"--session-idle-seconds {args.session_idle_seconds}: give 1 to 3600 seconds")
     if not POWER_CYCLE_OFF_SECONDS <= args.cycle_off_seconds <= 60:
         raise BmcConfigError(f"--cycle-off-seconds {args.cycle_off_seconds}: give 1 to 60 seconds")
     try:
@@ -183,6 +192,7 @@ def parse_args(argv: list[str]) -> BmcSettings:
         power=power,
         pidfile=args.pidfile,
         lab_dir=args.lab_dir,
+        session_idle_seconds=args.session_idle_seconds,
     )
 
 
@@ -262,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             settings.user,
             f", lab {settings.lab_dir}" if settings.lab_dir else "",
         )
-        bmc.serve(stop)
+        bmc.serve(stop, session_idle_seconds=settings.session_idle_seconds)
     finally:
         bmc.close()
         if settings.pidfile is not None and _read_pid(settings.pidfile) == os.getpid():

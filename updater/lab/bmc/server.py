@@ -6,6 +6,8 @@ what a lab BMC needs on top:
   silent and the client waits ~14 s), and a RAKP 3 with a wrong key with "invalid integrity check value";
 - a request retransmitted while a slow power action was running (power cycle takes over a second, ipmitool
   retransmits after one) is answered from the first reply instead of acting twice;
+- sessions idle for a minute (a client that vanished, or gave up after a wrong password) are dropped, so
+  memory stays flat however many logins fail;
 - only the commands below are served; everything else is answered "invalid command" (C1h), and an internal
   error becomes "unspecified error" (FFh) in the reply and a traceback in the log, never a crash.
 
@@ -50,6 +52,9 @@ from updater.lab.bmc.power import PowerControl
 LOG = logging.getLogger("updater.lab.bmc")
 
 Reply = tuple[CompletionCode, list[int]]
+
+# IPMI's usual session inactivity timeout; ipmitool and fence_ipmilan close their sessions well before.
+SESSION_IDLE_SECONDS = 60.0
 
 
 class BmcCommands:
@@ -128,6 +133,14 @@ class _ServerSession(pyghmi_serversession.ServerSession):  # type: ignore[misc]
     last_request: tuple[int, int, int, bytes] | None = None
     last_reply: Reply | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.last_active = time.monotonic()
+        super().__init__(*args, **kwargs)
+
+    def process_pktqueue(self) -> None:
+        self.last_active = time.monotonic()
+        super().process_pktqueue()
+
     def _refuse(self, payload_type: str, tag: int, status: int) -> None:
         message = bytearray([tag, status, 0, 0]) + bytearray(self.clientsessionid)
         self.send_payload(message, pyghmi_constants.payload_types[payload_type], retry=False)
@@ -177,6 +190,22 @@ class _ServerSession(pyghmi_serversession.ServerSession):  # type: ignore[misc]
 def _client(session: Any) -> str:
     host, port = session.sockaddr[0], session.sockaddr[1]
     return f"{host}:{port}"
+
+
+def drop_idle_sessions(idle_seconds: float) -> int:
+    """Forget the sessions that have not sent anything for ``idle_seconds``; how many were dropped."""
+    deadline = time.monotonic() - idle_seconds
+    idle = [
+        session
+        for sessions in list(pyghmi_session.Session.bmc_handlers.values())
+        for session in list(sessions.values())
+        if isinstance(session, _ServerSession) and session.last_active < deadline
+    ]
+    for session in idle:
+        _forget(session)
+    if idle:
+        LOG.info("dropped %d session(s) idle for over %.0fs", len(idle), idle_seconds)
+    return len(idle)
 
 
 class _PyghmiBmc(pyghmi_bmc.Bmc):  # type: ignore[misc]
@@ -239,14 +268,23 @@ class VirtualBmc:
         self.address = self._server.serversocket.getsockname()[0]
         self.port = int(self._server.serversocket.getsockname()[1])
 
-    def serve(self, stop: threading.Event, poll_seconds: float = 0.2) -> None:
+    def serve(
+        self,
+        stop: threading.Event,
+        poll_seconds: float = 0.2,
+        session_idle_seconds: float = SESSION_IDLE_SECONDS,
+    ) -> None:
         """Answer requests until ``stop`` is set (checked every ``poll_seconds``)."""
+        next_sweep = time.monotonic() + session_idle_seconds / 2
         while not stop.is_set():
             try:
                 pyghmi_session.Session.wait_for_rsp(timeout=poll_seconds)
             except Exception:
                 # A malformed packet must not take the BMC down.
                 LOG.exception("error while handling a packet")
+            if time.monotonic() >= next_sweep:
+                drop_idle_sessions(session_idle_seconds)
+                next_sweep = time.monotonic() + session_idle_seconds / 2
 
     def close(self) -> None:
         sock = self._server.serversocket
