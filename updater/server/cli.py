@@ -66,6 +66,7 @@ def cmd_init(args: argparse.Namespace) -> None:
     # Check the vendor trust files before creating anything, so a bad input leaves nothing behind.
     trust_root, keyring = Path(args.trust_root).read_bytes(), Path(args.keyring).read_bytes()
     TrustStore.load(trust_root, keyring, now=now)
+    created = not path.exists()
     path.mkdir(parents=True, exist_ok=True)
     try:
         keys = RoleKeys.generate(path / "keys")
@@ -79,6 +80,8 @@ def cmd_init(args: argparse.Namespace) -> None:
     except BaseException:
         for name in ("keys", "trust", "channels", "licenses"):
             shutil.rmtree(path / name, ignore_errors=True)
+        if created:
+            shutil.rmtree(path, ignore_errors=True)
         raise
     for channel in channels:
         root = home.channel_dir(channel) / "metadata" / "1.root.json"
