@@ -19,6 +19,9 @@ from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from sqlalchemy.engine import make_url
 
 DEFAULT_HOME = Path("/var/lib/corral-updater")
 HOME_ENV = "CORRAL_UPDATER_HOME"
@@ -142,3 +145,18 @@ def load_config(home: Path) -> ServiceConfig:
     if len(secret) < 32:
         raise ConfigError(f"{home / SECRET_KEY_FILE} is shorter than 32 bytes")
     return ServiceConfig(home=home, secret_key=secret, **data)
+
+
+def known_secrets(config: ServiceConfig) -> list[str]:
+    """Secret values this installation holds, for the log redaction filter (never for display)."""
+    values = [config.secret_key.hex()]
+    password = make_url(config.effective_database_url).password
+    if password:
+        values.append(str(password))
+    redis_password = urlsplit(config.redis_url).password
+    if redis_password:
+        values.append(redis_password)
+    key_file = config.trust_dir / "entitlement-key"
+    if key_file.exists():
+        values.append(key_file.read_text().strip())
+    return [value for value in values if value]

@@ -18,7 +18,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 from sqlalchemy.orm import Session, sessionmaker
 
-from updater.config import ServiceConfig
+from updater.config import ServiceConfig, known_secrets
 from updater.services import audit, auth, channel_check
 from updater.store.db import make_engine, session_factory
 from updater.store.models import Outcome
@@ -77,6 +77,8 @@ def make_celery(config: ServiceConfig) -> Celery:
         beat_schedule_filename=str(config.home / "celerybeat-schedule"),
         worker_redirect_stdouts=False,
     )
+    for value in known_secrets(config):
+        _redactor.add(value)
     _register_tasks(app, config)
     return app
 

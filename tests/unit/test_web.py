@@ -29,7 +29,7 @@ from updater.store.db import make_engine, migrate, session_factory, transaction
 from updater.store.models import AuditEntry, Outcome, ReleaseSource, Role
 from updater.web import AppSetupError, create_app
 from updater.web.openapi import openapi_document
-from updater.web.security import MUTATING_METHODS, unguarded_views
+from updater.web.security import MUTATING_METHODS, public, unguarded_views
 
 PASSWORD = "correct horse battery staple"
 UPLOAD_LIMIT = 64 * 1024
@@ -565,3 +565,41 @@ def test_the_audit_page_lists_who_did_what_from_where(site: Site) -> None:
     page = client.get("/audit").get_data(as_text=True)
     assert "192.0.2.10" in page
     assert "login" in page
+
+
+# --- secrets stay out of logs and answers ------------------------------------------------------------------
+
+
+def test_an_unexpected_error_answers_500_without_details_and_logs_no_secret(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db_password = "pg-password-" + secrets.token_hex(8)
+    redis_password = "redis-password-" + secrets.token_hex(8)
+    config = ServiceConfig(
+        home=tmp_path,
+        secret_key=secrets.token_bytes(32),
+        database_url=f"postgresql+psycopg://corral:{db_password}@db.invalid/corral",
+        redis_url=f"redis://:{redis_password}@127.0.0.1:6379/0",
+    )
+    engine = make_engine(f"sqlite:///{tmp_path / 'updater.db'}")
+    migrate(engine)
+    app = create_app(config, engine=engine)  # puts its redaction filter on the root logger's handlers
+    assert app.extensions["corral"].redactor in caplog.handler.filters
+
+    def broken() -> str:
+        raise RuntimeError(f"cannot reach postgresql://corral:{db_password}@db and redis :{redis_password}")
+
+    app.add_url_rule("/api/v1/broken", "broken", public(broken))
+    app.add_url_rule("/broken", "broken_page", public(broken))
+    client = app.test_client()
+    caplog.set_level("ERROR")
+    answer = client.get("/api/v1/broken")
+    page = client.get("/broken")
+    assert answer.status_code == 500
+    assert answer.get_json()["error"]["message"] == "internal error; the service log has the details"
+    assert page.status_code == 500
+    for text in [answer.get_data(as_text=True), page.get_data(as_text=True), caplog.text]:
+        assert db_password not in text
+        assert redis_password not in text
+    assert "cannot reach postgresql://corral:[REDACTED]@db" in caplog.text
+    engine.dispose()

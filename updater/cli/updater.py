@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -26,6 +27,7 @@ from updater.config import (
     ConfigError,
     ServiceConfig,
     home_from_env,
+    known_secrets,
     load_config,
     save_settings,
     write_secret_key,
@@ -364,8 +366,15 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 # --- processes ----------------------------------------------------------------------------------------------
 
 
+def _service_logging(config: ServiceConfig) -> None:
+    """Log to stderr through the redaction filter (gunicorn and Celery add their own handlers beside it)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    auth.install_redaction(auth.RedactSecrets(known_secrets(config)))
+
+
 def cmd_web(args: argparse.Namespace) -> int:
     config = _config(args)
+    _service_logging(config)
     for path in (config.cert_path, config.key_path):
         if not path.exists():
             raise UsageError(f"{path} is missing: HTTPS needs the certificate from `corral-updater init`")

@@ -14,7 +14,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntityTooLarge
 from werkzeug.wrappers import Response
 
-from updater.config import ServiceConfig
+from updater.config import ServiceConfig, known_secrets
 from updater.services.auth import LoginThrottle, RedactSecrets, install_redaction
 from updater.store.db import make_engine, require_current_schema, session_factory
 from updater.web.api import api
@@ -97,7 +97,7 @@ def create_app(config: ServiceConfig, *, engine: sa.Engine | None = None, check_
         MAX_FORM_MEMORY_SIZE=1024 * 1024,
         JSON_SORT_KEYS=False,
     )
-    redactor = RedactSecrets()
+    redactor = RedactSecrets(known_secrets(config))
     install_redaction(redactor)
     app.extensions[EXTENSION] = WebContext(
         config=config,
