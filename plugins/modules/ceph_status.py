@@ -1,0 +1,186 @@
+#!/usr/bin/python
+# Copyright: Corral maintainers
+# Apache-2.0
+"""Ansible module corral.cloud.ceph_status: Ceph health, quorum, OSDs and PGs as structured data."""
+
+from __future__ import annotations
+
+# Ansible modules keep their imports below the documentation blocks (ansible-test convention).
+# ruff: noqa: E402
+
+DOCUMENTATION = r"""
+---
+module: ceph_status
+short_description: Report a Ceph cluster's health, monitor quorum, OSD and PG states as structured data
+version_added: "0.1.0"
+description:
+  - Runs C(ceph status --format json) (and, with O(detail=true), C(ceph health detail --format json)) on the
+    node and returns the cluster's health with every health-check code, the monitor quorum, OSD up/in
+    counts and PG states, so that roles and the rolling engine never parse Ceph's text output.
+  - With O(accepted_checks) it also says whether the cluster counts as healthy, that is HEALTH_OK or only
+    accepted warning codes raised. It never changes anything and never fails because the cluster is
+    unhealthy; it fails only when the cluster cannot be queried.
+  - Written against Ceph 16.2 (Pacific), the version Debian bookworm ships.
+options:
+  cluster:
+    description: Ceph cluster name (C(--cluster)); selects C(/etc/ceph/<cluster>.conf).
+    type: str
+    default: ceph
+  detail:
+    description: Also run C(ceph health detail) and return each check's detail lines.
+    type: bool
+    default: false
+  accepted_checks:
+    description:
+      - Health-check codes (for example C(MON_DISK_LOW)) that do not make the cluster unhealthy when raised
+        with warning severity. An error-severity check is never accepted.
+    type: list
+    elements: str
+    default: []
+  connect_timeout:
+    description: Seconds the Ceph client waits for a monitor before giving up.
+    type: int
+    default: 10
+notes:
+  - Needs the C(ceph) CLI and a keyring allowed to read the cluster status (the admin keyring on a
+    Corral node).
+  - Supports check mode; it reads only.
+author:
+  - Corral maintainers
+"""
+
+EXAMPLES = r"""
+- name: Wait until the cluster is healthy, accepting only the low-disk warning of a shared lab disk
+  corral.cloud.ceph_status:
+    accepted_checks: [MON_DISK_LOW]
+  register: ceph
+  until: ceph.healthy and ceph.mons.all_in_quorum and ceph.pgs.all_active_clean
+  retries: 30
+  delay: 5
+
+- name: Show which checks are raised
+  ansible.builtin.debug:
+    msg: "{{ ceph.health.codes }}"
+"""
+
+RETURN = r"""
+fsid:
+  description: The cluster's fsid.
+  returned: success
+  type: str
+health:
+  description: Overall status and every raised health check.
+  returned: success
+  type: dict
+  contains:
+    status:
+      description: C(HEALTH_OK), C(HEALTH_WARN) or C(HEALTH_ERR).
+      type: str
+    codes:
+      description: The raised health-check codes, sorted.
+      type: list
+      elements: str
+    checks:
+      description: By code, C(severity), C(message), C(count), C(detail) (lines, with O(detail)) and C(muted).
+      type: dict
+healthy:
+  description: True when the status is HEALTH_OK or every unmuted raised check is an accepted warning.
+  returned: success
+  type: bool
+unaccepted_checks:
+  description: Raised codes that make the cluster unhealthy.
+  returned: success
+  type: list
+  elements: str
+accepted_checks_raised:
+  description: Raised codes excused by O(accepted_checks).
+  returned: success
+  type: list
+  elements: str
+message:
+  description: "One line for an operator, for example C(HEALTH_WARN (OSD_DOWN: 1 osds down))."
+  returned: success
+  type: str
+mons:
+  description: C(num), C(quorum) (names), C(in_quorum), C(all_in_quorum), C(quorum_age).
+  returned: success
+  type: dict
+osds:
+  description: C(num), C(up), C(in), C(all_up_in), C(remapped_pgs).
+  returned: success
+  type: dict
+pgs:
+  description:
+    - C(num), C(by_state) (state name to count), C(active_clean), C(all_active_clean), C(inactive),
+      C(num_pools).
+  returned: success
+  type: dict
+mgr:
+  description: C(available) and C(num_standbys).
+  returned: success
+  type: dict
+"""
+
+from typing import Any
+
+from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
+from ansible_collections.corral.cloud.plugins.module_utils.ceph_report import (  # type: ignore[import-untyped]
+    CephOutputError,
+    describe_unhealthy,
+    health_verdict,
+    load_json,
+    parse_health,
+    summarize_status,
+)
+
+
+def ceph_json(module: Any, *args: str) -> Any:
+    params = module.params
+    argv = [
+        "ceph",
+        "--cluster",
+        params["cluster"],
+        "--connect-timeout",
+        str(params["connect_timeout"]),
+        *args,
+        "--format",
+        "json",
+    ]
+    rc, stdout, stderr = module.run_command(argv)
+    if rc != 0:
+        raise CephOutputError(f"`{' '.join(argv)}` failed (rc={rc}): {stderr.strip() or stdout.strip()}")
+    return load_json(stdout, " ".join(argv))
+
+
+def main() -> None:
+    module = AnsibleModule(
+        argument_spec={
+            "cluster": {"type": "str", "default": "ceph"},
+            "detail": {"type": "bool", "default": False},
+            "accepted_checks": {"type": "list", "elements": "str", "default": []},
+            "connect_timeout": {"type": "int", "default": 10},
+        },
+        supports_check_mode=True,
+    )
+    try:
+        summary = summarize_status(ceph_json(module, "status"))
+        if module.params["detail"]:
+            summary["health"] = parse_health(ceph_json(module, "health", "detail"))
+    except CephOutputError as exc:
+        module.fail_json(msg=str(exc))
+    verdict = health_verdict(summary["health"], module.params["accepted_checks"])
+    message = summary["health"]["status"]
+    if verdict["unaccepted"]:
+        message = describe_unhealthy(summary["health"], verdict["unaccepted"])
+    module.exit_json(
+        changed=False,
+        healthy=verdict["healthy"],
+        unaccepted_checks=verdict["unaccepted"],
+        accepted_checks_raised=verdict["accepted"],
+        message=message,
+        **summary,
+    )
+
+
+if __name__ == "__main__":
+    main()
