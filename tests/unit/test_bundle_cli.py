@@ -247,3 +247,32 @@ def test_keys_init_refuses_to_overwrite(vendor_dir: Path) -> None:
     result = run("keys", "init", "--dir", vendor_dir, check=False)
     assert result.returncode == 3
     assert "already holds vendor keys" in result.stderr
+
+
+def test_build_with_bad_input_fails_clearly_and_writes_nothing(vendor_dir: Path, tmp_path: Path) -> None:
+    art = kit_.make_artifacts(tmp_path / "art", "1.3.0")
+    common = ["--channel", "stable", "--release-date", "2026-11-01", "--upgrade-from", ">=1.2.0"]
+    files = ["--collection", art.collection, "--service-package", art.service, "--notes", art.notes]
+    out = tmp_path / "out.bundle"
+    bad_version = run(
+        "build", "--out", out, "--version", "1.3", *common, "--image", art.image, *files, check=False
+    )
+    assert bad_version.returncode == 1
+    assert "FAILED invalid-version: '1.3' is not a semantic version" in bad_version.stderr
+    missing = run(
+        "build",
+        "--out",
+        out,
+        "--version",
+        "1.3.0",
+        *common,
+        "--image",
+        tmp_path / "nope.tar",
+        *files,
+        check=False,
+    )
+    assert missing.returncode == 3
+    assert "nope.tar" in missing.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["V", "art"], (
+        "no bundle or temporary file may remain"
+    )
