@@ -12,6 +12,7 @@ from tests.unit.bundle_kit import NOW, Kit
 from updater.domain import errors, signing
 from updater.domain.keyring import TrustStore, keyring_payload, parse_trust_root, verify_keyring
 from updater.services import vendor
+from updater.services.staging import verify_bundle_file
 
 
 @pytest.fixture
@@ -99,8 +100,20 @@ def test_keyring_signed_by_release_keys_is_refused(kit: Kit) -> None:
 
 def test_expired_keyring_is_refused(kit: Kit) -> None:
     later = NOW + timedelta(days=366)
+    bundle = kit_.build_bundle(kit)
     with pytest.raises(errors.KeyringExpired, match="expired"):
-        kit.trust(now=later)
+        verify_bundle_file(bundle, trust=kit.trust(now=later), now=later)
+    with pytest.raises(errors.KeyringExpired):
+        verify_keyring(kit.vendor.keyring.read_bytes(), kit.trust().root, now=later)
+
+
+def test_expired_trusted_keyring_is_replaced_by_a_newer_one_carried_in_a_bundle(kit: Kit) -> None:
+    later = NOW + timedelta(days=366)
+    stale = kit.trust(now=later)  # loads (so it can be replaced) but verifies nothing by itself
+    vendor.rotate_key(kit.vendor_dir, now=later)  # the vendor re-signs a fresh keyring
+    bundle = kit_.build_bundle(kit, carry_keyring=True, keyids=None)
+    result = verify_bundle_file(bundle, trust=stale, now=later)
+    assert result.trust.keyring.version == 2
 
 
 def test_tampered_keyring_is_refused(kit: Kit) -> None:

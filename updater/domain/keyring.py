@@ -203,8 +203,9 @@ def parse_keyring_payload(payload: bytes, envelope: bytes) -> Keyring:
     return Keyring(version, expires, keys, roles, revoked_set, envelope)
 
 
-def verify_keyring(data: bytes, root: TrustRoot, *, now: datetime) -> Keyring:
-    """Verify a keyring envelope against the root keys' threshold, then its schema and expiry."""
+def verify_keyring(data: bytes, root: TrustRoot, *, now: datetime, allow_expired: bool = False) -> Keyring:
+    """Verify a keyring envelope against the root keys' threshold, then its schema and (unless
+    ``allow_expired``) its expiry."""
     _require_aware(now)
     if len(data) > MAX_KEYRING_BYTES:
         raise MalformedDocument(f"keyring is larger than {MAX_KEYRING_BYTES} bytes")
@@ -213,7 +214,8 @@ def verify_keyring(data: bytes, root: TrustRoot, *, now: datetime) -> Keyring:
         payload, signatures, context="keyring", keys=root.keys, threshold=root.threshold, what="keyring"
     )
     keyring = parse_keyring_payload(payload, data)
-    keyring.check_not_expired(now=now)
+    if not allow_expired:
+        keyring.check_not_expired(now=now)
     return keyring
 
 
@@ -226,9 +228,13 @@ class TrustStore:
 
     @classmethod
     def load(cls, root_bytes: bytes, keyring_bytes: bytes, *, now: datetime) -> TrustStore:
-        """Build from stored files; the stored keyring is re-verified against the root."""
+        """Build from stored files; the stored keyring is re-verified against the root.
+
+        An expired stored keyring still loads (so a newer one, e.g. carried in a bundle, can replace it);
+        every verification made with it checks expiry and fails with :class:`KeyringExpired`.
+        """
         root = parse_trust_root(root_bytes)
-        return cls(root, verify_keyring(keyring_bytes, root, now=now))
+        return cls(root, verify_keyring(keyring_bytes, root, now=now, allow_expired=True))
 
     def with_keyring(self, candidate: bytes, *, now: datetime) -> TrustStore:
         """Return a store trusting ``candidate`` if it verifies and is newer; same bytes is a no-op.

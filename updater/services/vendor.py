@@ -29,7 +29,6 @@ from updater.domain.keyring import (
     Keyring,
     TrustRoot,
     keyring_payload,
-    parse_keyring_payload,
     parse_trust_root,
     verify_keyring,
 )
@@ -173,10 +172,7 @@ def init_vendor(
 
 def _current(vendor: VendorDir, now: datetime) -> Keyring:
     """The vendor's current keyring; an expired one is still accepted here so it can be re-signed."""
-    data = vendor.keyring.read_bytes()
-    payload, _ = signing.open_envelope(data, what="keyring")
-    expires = parse_keyring_payload(payload, data).expires
-    return verify_keyring(data, vendor.load_root(), now=min(now, expires - timedelta(seconds=1)))
+    return verify_keyring(vendor.keyring.read_bytes(), vendor.load_root(), now=now, allow_expired=True)
 
 
 def rotate_key(
