@@ -258,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     def _on_signal(signum: int, _frame: FrameType | None) -> None:
         LOG.info("%s received: stopping", signal.Signals(signum).name)
         stop.set()
+        bmc.wake()
 
     signal.signal(signal.SIGTERM, _on_signal)
     signal.signal(signal.SIGINT, _on_signal)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import socket
 import threading
 import time
 import uuid
@@ -271,10 +272,10 @@ class VirtualBmc:
     def serve(
         self,
         stop: threading.Event,
-        poll_seconds: float = 0.2,
+        poll_seconds: float = 1.0,
         session_idle_seconds: float = SESSION_IDLE_SECONDS,
     ) -> None:
-        """Answer requests until ``stop`` is set (checked every ``poll_seconds``)."""
+        """Serve until ``stop`` is set (seen within ``poll_seconds``, or at once on :meth:`wake`)."""
         next_sweep = time.monotonic() + session_idle_seconds / 2
         while not stop.is_set():
             try:
@@ -285,6 +286,15 @@ class VirtualBmc:
             if time.monotonic() >= next_sweep:
                 drop_idle_sessions(session_idle_seconds)
                 next_sweep = time.monotonic() + session_idle_seconds / 2
+
+    def wake(self) -> None:
+        """Make :meth:`serve` look at its stop event now (safe from a signal handler).
+
+        A datagram to our own socket wakes pyghmi's loop, which ignores it (too short for IPMI).
+        """
+        family = socket.AF_INET6 if ":" in self.address else socket.AF_INET
+        with socket.socket(family, socket.SOCK_DGRAM) as sender:
+            sender.sendto(b"wake", (self.address, self.port))
 
     def close(self) -> None:
         sock = self._server.serversocket
