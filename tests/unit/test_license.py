@@ -164,3 +164,10 @@ def test_license_repr_and_errors_never_contain_the_entitlement_key(
     for text in texts:
         for secret in secret_forms:
             assert secret not in text
+
+
+def test_license_cannot_be_verified_with_an_expired_keyring(kit: Kit) -> None:
+    issued = kit_.issue(kit)
+    later = datetime(2027, 12, 1, tzinfo=UTC)  # license still valid, keyring (365 days) expired
+    with pytest.raises(errors.KeyringExpired):
+        verify_license(issued.document, kit.trust(now=later).keyring, now=later)

@@ -205,13 +205,15 @@ def parse_license_payload(payload: bytes, document: bytes = b"") -> License:
 def verify_license(document: bytes, keyring: Keyring, *, now: datetime) -> License:
     """Verify a license envelope against the keyring's ``license`` role and ``now`` (timezone-aware).
 
-    Raises :class:`LicenseInvalid` (malformed), :class:`LicenseSignatureInvalid` (not signed by a threshold of
+    Raises :class:`~updater.domain.errors.KeyringExpired` (the keyring itself is stale),
+    :class:`LicenseInvalid` (malformed), :class:`LicenseSignatureInvalid` (not signed by a threshold of
     license keys: wrong key, revoked key, tampered), :class:`LicenseNotYetValid`, :class:`LicenseExpired`.
     """
     if now.tzinfo is None:
         raise ValueError("now must be a timezone-aware datetime")
     if len(document) > MAX_LICENSE_BYTES:
         raise LicenseInvalid(f"license is larger than {MAX_LICENSE_BYTES} bytes")
+    keyring.check_not_expired(now=now)
     try:
         payload, signatures = signing.open_envelope(document, what="license", error=LicenseInvalid)
     except MalformedDocument as exc:
