@@ -506,7 +506,7 @@ def rss_kib(pid: int) -> int:
     raise AssertionError("no VmRSS")
 
 
-def test_figures_status_round_trip_and_bmc_memory(bmc: Bmc) -> None:
+def test_figures_status_round_trip_startup_and_bmc_memory(bmc: Bmc, tmp_path: Path) -> None:
     """Prints figures (run with -s); asserts only that every request succeeded."""
     rss_start = rss_kib(bmc.pid)
     samples = []
@@ -519,8 +519,26 @@ def test_figures_status_round_trip_and_bmc_memory(bmc: Bmc) -> None:
     rss_after = rss_kib(bmc.pid)
     samples.sort()
     median, p95 = statistics.median(samples) * 1000, samples[int(len(samples) * 0.95)] * 1000
+
+    # The same request 200 times inside one session (ipmitool exec): the BMC's share of the round trip.
+    script = tmp_path / "commands"
+    script.write_text("chassis power status\n" * 200)
+    started = time.perf_counter()
+    batch = bmc.ipmitool("exec", str(script))
+    in_session = (time.perf_counter() - started) / 200
+    assert batch.returncode == 0, batch.stderr
+    assert batch.stdout.count("Chassis Power is off") == 200
+
+    other = tmp_path / "startup"
+    other.mkdir()
+    started = time.perf_counter()
+    second = start(other)
+    startup = time.perf_counter() - started
+    stop_bmc_process(second.pidfile)
     print(
         f"\nBMC figures: ipmitool lanplus chassis power status, new RMCP+ session each (n={len(samples)}): "
         f"median {median:.1f} ms, p95 {p95:.1f} ms, max {samples[-1] * 1000:.1f} ms; "
+        f"in one session: {in_session * 1000:.2f} ms per request (n=200); "
+        f"start_bmc_process until listening: {startup:.2f} s; "
         f"BMC RSS {rss_start} KiB at start, {rss_after} KiB after 200 sessions"
     )
