@@ -183,3 +183,35 @@ def test_license_failure_stages_nothing(kit: Kit, staging_root: Path) -> None:
     with pytest.raises(errors.NodeCountExceeded):
         stage(kit, kit_.build_bundle(kit), staging_root, lic=lic, node_count=3)
     assert_nothing_left(staging_root)
+
+
+def test_concurrent_imports_of_one_version_stage_it_once(
+    kit: Kit, staging_root: Path, tmp_path: Path
+) -> None:
+    import threading
+
+    image = kit_.write_image_tar(
+        tmp_path / "big.tar",
+        {f"f{i}": os.urandom(1 << 20) for i in range(12)} | {"etc/corral-release": b"1.3.0"},
+    )
+    bundle = kit_.build_bundle(kit, artifacts=kit_.make_artifacts(tmp_path / "a", "1.3.0", image=image))
+    lic = kit_.issue(kit)
+    barrier = threading.Barrier(2)
+    outcomes: list[str] = []
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            stage(kit, bundle, staging_root, lic=lic)
+            outcomes.append("staged")
+        except errors.AlreadyStaged:
+            outcomes.append("already-staged")
+
+    threads = [threading.Thread(target=attempt) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(outcomes) == ["already-staged", "staged"]
+    assert [p.name for p in staging_root.iterdir()] == ["1.3.0"]
+    assert sha(staging_root / "1.3.0" / "image.tar") == sha(image)

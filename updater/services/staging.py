@@ -219,7 +219,12 @@ class _StagingSink:
         tmp, dest = _required(self.tmp), _required(self.dest)
         for directory, _, _ in os.walk(tmp):
             _fsync_dir(Path(directory))
-        os.rename(tmp, dest)
+        try:
+            os.rename(tmp, dest)
+        except OSError as exc:
+            if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):  # another import of this version won the race
+                raise AlreadyStaged(f"release {dest.name} was staged at {dest} meanwhile") from None
+            raise
         _fsync_dir(self.root)
         self.tmp = None
         return dest
