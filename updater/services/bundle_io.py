@@ -468,6 +468,29 @@ def file_digest(path: Path) -> tuple[str, int]:
     return digest.hexdigest(), size
 
 
+class _Discard:
+    def write(self, data: bytes, /) -> int:
+        return len(data)
+
+
+def check_delta_rebuilds(delta_path: Path, base_path: Path, base_sha: str, size: int, sha256: str) -> None:
+    """Vendor self-check: apply a freshly built delta (hashing, not writing) before it is ever shipped."""
+    with delta_path.open("rb") as recipe, delta_path.open("rb") as literals, base_path.open("rb") as base:
+        head = delta.read_delta_head(recipe, delta_size=delta_path.stat().st_size)
+        literals.seek(head.literals_offset)
+        index = delta.index_base(base, expected_sha256=base_sha)
+        delta.apply_delta(
+            head,
+            recipe=recipe,
+            literals=literals,
+            base=base,
+            base_index=index,
+            out=_Discard(),
+            expected_size=size,
+            expected_sha256=sha256,
+        )
+
+
 def _payload_entry(name: str, role: str, path: Path) -> tuple[PayloadFile, Path]:
     sha, size = file_digest(path)
     return PayloadFile(check_member_name(name), role, size, sha), path
@@ -502,6 +525,7 @@ def build_bundle(
                 delta_path.open("wb") as out,
             ):
                 delta.build_delta(base, first, second, out, base_sha256=base_sha)
+            check_delta_rebuilds(delta_path, delta_base, base_sha, image_size, image_sha)
             image_entry = _payload_entry("payload/image.delta", "image-delta", delta_path)
         else:
             image_entry = _payload_entry("payload/image.tar", "image", image)
