@@ -69,7 +69,7 @@ def test_an_imported_artifact_is_stored_under_its_sha256_and_unpacked(tmp_path: 
     assert sha256_file(image.artifact) == image.id
     assert (image.rootfs / "etc/motd").read_text() == "hello\n"
     assert image.release == RELEASE
-    assert [i.id for i in store.list()] == [image.id]
+    assert [i.id for i in store.images()] == [image.id]
 
 
 def test_an_artifact_with_the_wrong_sha256_is_refused_and_nothing_is_stored(tmp_path: Path) -> None:
@@ -107,7 +107,7 @@ def test_derive_refuses_paths_outside_the_image_or_the_release_file(tmp_path: Pa
     base = store.import_artifact(_artifact(tmp_path))
     with pytest.raises(LabError, match="must be an absolute path inside the image"):
         store.derive(base.id, "2", {path: "x"})
-    assert [i.id for i in store.list()] == [base.id]
+    assert [i.id for i in store.images()] == [base.id]
 
 
 def test_derive_from_an_unknown_image_is_refused(tmp_path: Path) -> None:
@@ -129,3 +129,18 @@ def test_a_build_with_an_unknown_package_fails_naming_it_and_its_role_and_leaves
     assert "Nothing was built" in message
     left = sorted(p.name for p in (tmp_path / "store").iterdir())
     assert left == [".lock"]  # no build directory, no artifact, no cache index
+
+
+def test_prune_removes_only_images_no_lab_uses_and_not_kept(tmp_path: Path) -> None:
+    store = ImageStore(tmp_path / "labs" / "images")
+    base = store.import_artifact(_artifact(tmp_path))
+    used = store.derive(base.id, "2")
+    kept = store.derive(base.id, "3")
+    unused = store.derive(base.id, "4")
+    pointer = tmp_path / "labs" / "somelab" / "nodes" / "node1" / "boot" / "default"
+    pointer.parent.mkdir(parents=True)
+    pointer.write_text(used.id + "\n")
+    assert store.prune({kept.id}) == sorted([base.id, unused.id])
+    assert sorted(i.id for i in store.images()) == sorted([used.id, kept.id])
+    assert not unused.artifact.exists()
+    assert not unused.rootfs.exists()

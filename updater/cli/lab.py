@@ -16,7 +16,7 @@ from pathlib import Path
 from updater.lab import layout as lay
 from updater.lab.errors import LabError
 from updater.lab.host import require_root
-from updater.lab.image import ImageStore
+from updater.lab.image import ImageStore, cache_key
 from updater.lab.lab import DEFAULT_ROLES_DIR, DEFAULT_VERSION, Lab
 from updater.lab.packages import collect
 
@@ -80,6 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
     derive.add_argument("--version", required=True)
     derive.add_argument("--file", action="append", default=[], metavar="PATH=LOCAL", help="put LOCAL at PATH")
     derive.add_argument("--note", default="")
+    prune = isub.add_parser("prune", help="remove cached images no lab uses (keeps the current build)")
+    prune.add_argument("--roles-dir", type=Path, default=DEFAULT_ROLES_DIR)
+    prune.add_argument("--version", default=DEFAULT_VERSION)
     imp = isub.add_parser("import", help="add an image artifact (tar) to the cache, checking its SHA-256")
     imp.add_argument("artifact", type=Path)
     imp.add_argument("--sha256")
@@ -180,7 +183,7 @@ def _image(args: argparse.Namespace) -> int:
     store = ImageStore(args.root / "images")
     sub = args.image_command
     if sub == "list":
-        for img in store.list():
+        for img in store.images():
             r = img.release
             print(f"{img.id}  version {r.version}  built {r.build_date}  {r.note or ''}".rstrip())
         return 0
@@ -201,6 +204,11 @@ def _image(args: argparse.Namespace) -> int:
                 raise LabError(f"--file {spec!r}: cannot read {local}: {exc.strerror}") from exc
         img = store.derive(args.base, args.version, files, note=args.note)
         print(img.id)
+        return 0
+    if sub == "prune":
+        current = store.cached(cache_key(collect(args.roles_dir), args.version))
+        for image_id in store.prune({current.id} if current else set()):
+            print(f"removed {image_id}")
         return 0
     if sub == "import":
         img = store.import_artifact(args.artifact, args.sha256)

@@ -106,7 +106,7 @@ class ImageStore:
             raise LabError(f"no node image {image_id!r} in {self.root} (see `corral-lab image list`)")
         return Image(image_id, self.root, release.parse(rel.read_text(encoding="utf-8")))
 
-    def list(self) -> list[Image]:
+    def images(self) -> list[Image]:
         if not self.root.is_dir():
             return []
         images = []
@@ -214,6 +214,26 @@ class ImageStore:
                     raise LabError(f"{tar_path}: not a Corral node image (no /etc/corral-release)")
                 shutil.copyfile(tar_path, work / "artifact.tar")
                 return self._move_into_store(work, rootfs, actual, {"imported_from": str(tar_path)})
+
+    def in_use(self) -> set[str]:
+        """Images some lab on this host boots or points at (labs live next to the store)."""
+        used = set()
+        for pointer in self.root.parent.glob("*/nodes/*/boot/*"):
+            with contextlib.suppress(OSError):
+                used.add(pointer.read_text(encoding="ascii").strip())
+        for config in self.root.parent.glob("*/lab.json"):
+            with contextlib.suppress(OSError, ValueError, KeyError):
+                used.add(str(json.loads(config.read_text(encoding="utf-8"))["image"]))
+        return used
+
+    def prune(self, keep: set[str]) -> list[str]:
+        """Remove every image no lab uses and not in ``keep``; returns the removed ids."""
+        removed = []
+        for image in self.images():
+            if image.id not in keep and image.id not in self.in_use():
+                self.remove(image.id)
+                removed.append(image.id)
+        return removed
 
     def remove(self, image_id: str) -> None:
         with self._locked():
