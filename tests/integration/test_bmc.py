@@ -446,6 +446,22 @@ def test_start_refuses_a_password_file_others_can_read_and_starts_nothing(tmp_pa
     assert port_is_free(address)
 
 
+def test_start_with_a_log_in_a_missing_directory_fails_and_starts_nothing(tmp_path: Path) -> None:
+    address = free_loopback_address()
+    with pytest.raises(BmcStartError, match=r"cannot open the BMC log .*No such file or directory"):
+        start_bmc_process(
+            address=address,
+            user=USER,
+            password_file=secret_file(tmp_path / "pw", PASSWORD),
+            pidfile=tmp_path / "bmc.pid",
+            log_file=tmp_path / "missing" / "bmc.log",
+            process_command=NODE_COMMAND,
+            process_pidfile=tmp_path / "node.pid",
+        )
+    assert not (tmp_path / "bmc.pid").exists()
+    assert port_is_free(address)
+
+
 def test_start_on_a_taken_address_fails_with_the_reason_and_leaves_nothing(bmc: Bmc, tmp_path: Path) -> None:
     other = tmp_path / "other"
     other.mkdir()

@@ -334,7 +334,11 @@ def start_bmc_process(
     running = running_bmc_pid(pidfile)
     if running is not None:
         raise BmcStartError(f"a BMC is already running from {pidfile} (pid {running})")
-    with open(log_file, "ab") as log:
+    try:
+        log = open(log_file, "ab")  # noqa: SIM115 - closed right after the child inherits it
+    except OSError as exc:
+        raise BmcStartError(f"cannot open the BMC log {log_file}: {exc.strerror}") from None
+    with log:
         child = subprocess.Popen(
             [sys.executable, "-m", MODULE, *argv],
             stdin=subprocess.DEVNULL,
