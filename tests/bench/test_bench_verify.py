@@ -1,7 +1,7 @@
 """Bundle verification throughput against `sha256sum` of the same file, peak RSS, and decrypt throughput.
 
 Smoke size (default): a 64 MiB image. Full size (CORRAL_BENCH_SIZE=full): a 2 GiB image. Verification runs
-in a child process so its peak RSS (ru_maxrss) is its own; `sha256sum` reads the same file in the same run,
+in a child process so its peak RSS (VmHWM) is its own; `sha256sum` reads the same file in the same run,
 alternating with the verifier so both see the same page cache. Figures are printed; nothing asserts a time.
 Targets from the issue: verify >= 0.9 x sha256sum throughput, peak RSS < 100 MiB.
 """
@@ -28,7 +28,7 @@ MIB = 1 << 20
 ROUNDS = 2
 
 CHILD = r"""
-import json, resource, sys, time
+import json, sys, time
 from datetime import datetime, timezone
 from pathlib import Path
 from updater.domain.keyring import TrustStore
@@ -54,7 +54,10 @@ else:
                                 entitlement_key=entitlement, installed_version="1.2.0", node_count=3)
     assert "payload" in result.checks
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "maxrss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss}))
+# VmHWM is this process image's own peak RSS (ru_maxrss can carry the forking parent's peak over exec).
+status = Path("/proc/self/status").read_text()
+peak_kib = next(int(line.split()[1]) for line in status.splitlines() if line.startswith("VmHWM:"))
+print(json.dumps({"seconds": seconds, "peak_rss_kib": peak_kib}))
 """
 
 
@@ -124,7 +127,7 @@ def test_bench_verify_against_sha256sum(benchmark: BenchmarkFixture, tmp_path: P
 
     sha_rate = size_mib / min(sums)
     verify_rate = size_mib / min(v["seconds"] for v in verifies)
-    peak_rss = max(v["maxrss_kib"] for v in verifies) / 1024
+    peak_rss = max(v["peak_rss_kib"] for v in verifies) / 1024
     figures: dict[str, Any] = {
         "bundle_mib": round(size_mib, 1),
         "sha256sum_mib_s": round(sha_rate, 1),
@@ -133,9 +136,9 @@ def test_bench_verify_against_sha256sum(benchmark: BenchmarkFixture, tmp_path: P
         "verify_peak_rss_mib": round(peak_rss, 1),
         "encrypt_mib_s": round(size_mib / encrypt_seconds, 1),
         "decrypt_mib_s": round(size_mib / decrypt["seconds"], 1),
-        "decrypt_peak_rss_mib": round(decrypt["maxrss_kib"] / 1024, 1),
+        "decrypt_peak_rss_mib": round(decrypt["peak_rss_kib"] / 1024, 1),
         "decrypt_and_verify_mib_s": round(size_mib / decrypt_verify["seconds"], 1),
-        "decrypt_and_verify_peak_rss_mib": round(decrypt_verify["maxrss_kib"] / 1024, 1),
+        "decrypt_and_verify_peak_rss_mib": round(decrypt_verify["peak_rss_kib"] / 1024, 1),
     }
     benchmark.extra_info.update(figures)
     print("\nbundle verification figures:", json.dumps(figures, indent=2))
