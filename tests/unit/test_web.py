@@ -603,3 +603,25 @@ def test_an_unexpected_error_answers_500_without_details_and_logs_no_secret(
         assert redis_password not in text
     assert "cannot reach postgresql://corral:[REDACTED]@db" in caplog.text
     engine.dispose()
+
+
+def test_overview_reads_an_ansible_inventory_file_through_ansible_inventory(tmp_path: Path) -> None:
+    inventory = tmp_path / "hosts.yml"
+    inventory.write_text(
+        "all:\n  children:\n    nodes:\n      hosts:\n"
+        "        n1: {corral_address: 10.99.1.1, corral_site: east}\n"
+        "        n2: {corral_address: 10.99.1.2, corral_site: west}\n"
+        "        n3: {corral_address: 10.99.1.3, corral_site: west}\n"
+    )
+    site = make_site(tmp_path, inventory_path=str(inventory))
+    status = site.client().get("/api/v1/status", headers=bearer(site.viewer_token)).get_json()
+    assert status["problems"] == []
+    assert [(n["name"], n["site"], n["address"], n["state"]) for n in status["nodes"]] == [
+        ("n1", "east", "10.99.1.1", "unknown"),
+        ("n2", "west", "10.99.1.2", "unknown"),
+        ("n3", "west", "10.99.1.3", "unknown"),
+    ]
+    inventory.write_text("all: [this is not an inventory\n")
+    broken = site.client().get("/api/v1/status", headers=bearer(site.viewer_token)).get_json()
+    assert broken["nodes"] == []
+    assert broken["problems"][0].startswith("inventory: ansible-inventory could not read the inventory")
