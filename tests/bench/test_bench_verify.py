@@ -124,6 +124,7 @@ def test_bench_verify_against_sha256sum(benchmark: BenchmarkFixture, tmp_path: P
     subprocess.run(["cat", str(encrypted)], check=True, stdout=subprocess.DEVNULL)
     decrypt = child("decrypt-only", encrypted, kit, lic)
     decrypt_verify = child("verify", encrypted, kit, lic)
+    encrypted.unlink()  # pytest keeps recent tmp dirs: do not leave gigabytes behind
 
     sha_rate = size_mib / min(sums)
     verify_rate = size_mib / min(v["seconds"] for v in verifies)
