@@ -82,6 +82,7 @@ def test_valid_bundle_is_staged_whole_with_every_file_intact(
     assert staged.notes.read_text() == artifacts.notes.read_text()
     assert (staged.path / "manifest.json").read_bytes() == staged.verified.manifest_bytes
     assert all(not p.is_symlink() for p in staged.path.rglob("*"))
+    assert staged.path.stat().st_mode & 0o777 == 0o700
 
 
 def test_delta_bundle_is_staged_with_the_exact_image_rebuilt(
