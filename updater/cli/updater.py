@@ -119,6 +119,7 @@ def _check_trust(args: argparse.Namespace, home: Path) -> _TrustFiles | None:
         root, keyring = (existing / TRUST_ROOT_FILE).read_bytes(), (existing / KEYRING_FILE).read_bytes()
     now = datetime.now(UTC)
     store = TrustStore.load(root, keyring, now=now)
+    store.keyring.check_not_expired(now=now)  # load() accepts an expired one so a newer can replace it
     key = None
     if lic is not None and key_text is not None:
         verified = verify_license(lic, store.keyring, now=now)
