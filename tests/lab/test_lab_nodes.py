@@ -34,13 +34,18 @@ def test_every_node_answers_ansible_ping(lab: LabSession) -> None:
     assert result.stdout.count("SUCCESS") == 3
 
 
-def test_a_reboot_keeps_identity_keys_and_enabled_units_and_drops_everything_else(lab: LabSession) -> None:
+def test_a_reboot_keeps_identity_keys_units_and_persisted_dirs_and_drops_everything_else(
+    lab: LabSession,
+) -> None:
     node = "node2"
     lab.ssh(
         node,
         f"cat > /etc/systemd/system/corral-labtest.service <<'EOF'\n{UNIT}EOF\n"
         "systemctl daemon-reload && systemctl enable --now corral-labtest.service >/dev/null 2>&1 && "
-        "echo scratch > /root/outside-persisted-paths",
+        "echo scratch > /root/outside-persisted-paths && "
+        "mkdir -p /etc/corral-labtest && echo before > /etc/corral-labtest/written-before-add && "
+        "/usr/lib/corral/corral-persist add /etc/corral-labtest && "
+        "echo after > /etc/corral-labtest/written-after",
     )
     try:
         boot_id = lab.boot_id(node)
@@ -63,11 +68,17 @@ def test_a_reboot_keeps_identity_keys_and_enabled_units_and_drops_everything_els
         assert (
             lab.ssh(node, "test -e /root/outside-persisted-paths && echo kept || echo gone").strip() == "gone"
         )
+        persisted = lab.ssh(
+            node, "cat /etc/corral-labtest/written-before-add /etc/corral-labtest/written-after"
+        )
+        assert persisted == "before\nafter\n"
     finally:
         lab.ssh(
             node,
             "systemctl disable --now corral-labtest.service >/dev/null 2>&1; "
-            "rm -f /etc/systemd/system/corral-labtest.service; systemctl daemon-reload",
+            "rm -f /etc/systemd/system/corral-labtest.service; systemctl daemon-reload; "
+            "umount /etc/corral-labtest; rm -rf /var/lib/corral/persist/dirs/etc/corral-labtest; "
+            "sed -i '/^[/]etc[/]corral-labtest$/d' /var/lib/corral/persist.d/local.list",
         )
 
 

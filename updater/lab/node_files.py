@@ -26,11 +26,45 @@ PERSISTED_DIRECTORIES: tuple[str, ...] = (
 
 PERSIST_SCRIPT = f"""#!/bin/sh
 # corral-persist: bind the persisted paths from the state volume before any service starts.
-# Part of the Corral node image (docs/node-image.md); runs once per boot from corral-persist.service.
+# Part of the Corral node image (docs/node-image.md). At boot (corral-persist.service): no arguments.
+# `corral-persist add DIR...`: persist more directories from now on (their current content is kept).
 set -eu
 state={STATE_VOLUME}
 store={PERSIST_STORE}
 mkdir -p "$store/ssh" "$store/dirs" "$store/systemd/upper" "$store/systemd/work"
+
+# One persisted directory: seeded from what is there the first time, then bound over it.
+persist_dir() {{
+  path="$1"
+  case "$path" in
+    /*) ;;
+    *) echo "corral-persist: not an absolute path: $path" >&2; return 1 ;;
+  esac
+  src="$store/dirs$path"
+  if [ ! -d "$src" ]; then
+    mkdir -p "$src"
+    if [ -d "$path" ]; then
+      cp -a "$path/." "$src/"
+      chown --reference="$path" "$src"
+      chmod --reference="$path" "$src"
+    fi
+  fi
+  mkdir -p "$path"
+  mountpoint -q "$path" || mount --bind "$src" "$path"
+}}
+
+if [ "${{1:-}}" = add ]; then
+  shift
+  [ "$#" -gt 0 ] || {{ echo "usage: corral-persist add DIR..." >&2; exit 2; }}
+  mkdir -p "$state/persist.d"
+  local_list="$state/persist.d/local.list"
+  for path in "$@"; do
+    path="${{path%/}}"
+    persist_dir "$path" || exit 2
+    grep -qxF "$path" "$local_list" 2>/dev/null || echo "$path" >> "$local_list"
+  done
+  exit 0
+fi
 
 # SSH host keys: one per node, made on its first boot unless provisioning put one there already.
 if [ ! -s "$store/ssh/ssh_host_ed25519_key" ]; then
@@ -38,26 +72,12 @@ if [ ! -s "$store/ssh/ssh_host_ed25519_key" ]; then
 fi
 chmod 0600 "$store/ssh/ssh_host_ed25519_key"
 
-# Persisted directories: seeded from the image the first time, then bound over the image's copy.
+# Persisted directories: the image's list, then those roles added on the state volume.
 for list in /usr/lib/corral/persist.d/*.list "$state"/persist.d/*.list; do
   [ -f "$list" ] || continue
   while read -r path _; do
-    case "$path" in
-      ''|'#'*) continue ;;
-      /*) ;;
-      *) echo "corral-persist: $list: not absolute: $path" >&2; continue ;;
-    esac
-    src="$store/dirs$path"
-    if [ ! -d "$src" ]; then
-      mkdir -p "$src"
-      if [ -d "$path" ]; then
-        cp -a "$path/." "$src/"
-        chown --reference="$path" "$src"
-        chmod --reference="$path" "$src"
-      fi
-    fi
-    mkdir -p "$path"
-    mountpoint -q "$path" || mount --bind "$src" "$path"
+    case "$path" in ''|'#'*) continue ;; esac
+    persist_dir "$path" || echo "corral-persist: $list: skipped $path" >&2
   done < "$list"
 done
 
