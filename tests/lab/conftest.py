@@ -29,8 +29,10 @@ from updater.lab.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
-LAB_NAME = "citest"
-LAB_NODES = 3
+# The shared lab. The environment overrides exist for the test that proves teardown after a failing test
+# (it runs a nested session on its own lab); nothing else should set them.
+LAB_NAME = os.environ.get("CORRAL_TEST_LAB_NAME", "citest")
+LAB_NODES = int(os.environ.get("CORRAL_TEST_LAB_NODES", "3"))
 
 
 def ansible_env() -> dict[str, str]:

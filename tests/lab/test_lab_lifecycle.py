@@ -3,12 +3,14 @@ refused with a clear message and nothing half-made."""
 
 from __future__ import annotations
 
+import os
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import LabSession, corral_lab, leftovers
+from tests.lab.conftest import ROOT, LabSession, corral_lab, leftovers
 from updater.lab.lab import Lab
 
 pytestmark = pytest.mark.lab
@@ -111,3 +113,31 @@ def test_an_image_build_with_an_unknown_package_fails_clearly_and_caches_nothing
     assert "unknown Debian package(s): corral-no-such-package (declared by extra)" in result.stderr
     assert sorted(p.name for p in store.iterdir()) == before
     assert sorted(p.name for p in (store / "keys").iterdir()) == keys_before
+
+
+FAILING_TEST = """
+from tests.lab.conftest import lab  # noqa: F401 - the shared fixture, as every lab test uses it
+
+
+def test_that_fails_while_the_lab_is_up(lab):
+    assert lab.lab.status()[0].state == "RUNNING"
+    raise AssertionError("deliberate failure")
+"""
+
+
+def test_the_shared_lab_is_torn_down_even_when_a_test_fails(tmp_path: Path) -> None:
+    (tmp_path / "test_fails.py").write_text(FAILING_TEST)
+    env = {**os.environ, "CORRAL_TEST_LAB_NAME": "citestf", "CORRAL_TEST_LAB_NODES": "1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_fails.py")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    assert result.returncode == 1, result.stdout[-3000:]
+    assert "deliberate failure" in result.stdout
+    assert "1 failed" in result.stdout
+    assert leftovers("citestf", 0) == []
