@@ -169,6 +169,7 @@ def leftovers(name: str, index: int) -> list[str]:
     """Everything of lab ``name`` still on the host; [] when `down` did its job."""
     state_dir = f"/var/lib/corral-lab/{name}"
     found = [f"state directory {state_dir}"] if Path(state_dir).exists() else []
+    found += [f"lock file {p}" for p in Path("/var/lib/corral-lab").glob(f".{name}.lock")]
     found += [
         f"mount {line.split()[4]}" for line in _lines("/proc/self/mountinfo") if f"{state_dir}/" in line
     ]

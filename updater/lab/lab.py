@@ -200,17 +200,21 @@ class Lab:
         self, nodes: int, disks_per_node: int, disk_size_gib: float, img: Image, out: TextIO | None
     ) -> bool:
         changed = False
-        if self.exists():
-            cfg = self.config()
-            if nodes > cfg.nodes:
-                cfg.nodes, changed = nodes, True
-        else:
-            cfg = LabConfig(self.name, self._allocate_index(), nodes, disks_per_node, disk_size_gib, img.id)
-            changed = True
-        layout = lay.LabLayout(self.name, cfg.index, self.root)
-        layout.state_dir.mkdir(parents=True, exist_ok=True)
-        layout.state_dir.chmod(0o700)
-        _write_json(layout.config_file, asdict(cfg))
+        # Host-wide: two labs coming up at once must not pick the same index (and so the same addresses).
+        with open(self.root / ".index.lock", "a", encoding="utf-8") as index_lock:
+            fcntl.flock(index_lock, fcntl.LOCK_EX)
+            if self.exists():
+                cfg = self.config()
+                if nodes > cfg.nodes:
+                    cfg.nodes, changed = nodes, True
+            else:
+                index = self._allocate_index()
+                cfg = LabConfig(self.name, index, nodes, disks_per_node, disk_size_gib, img.id)
+                changed = True
+            layout = lay.LabLayout(self.name, cfg.index, self.root)
+            layout.state_dir.mkdir(parents=True, exist_ok=True)
+            layout.state_dir.chmod(0o700)
+            _write_json(layout.config_file, asdict(cfg))
 
         pubkey = lab_ssh.keygen(layout.ssh_key, f"corral-lab-{self.name}")
         password = self._ensure_bmc_credentials(layout, cfg.bmc_user)
@@ -291,6 +295,7 @@ class Lab:
     def _down(self) -> bool:
         state_dir = self.root / self.name
         if not state_dir.exists():
+            (self.root / f".{self.name}.lock").unlink(missing_ok=True)
             return False
         index = None
         with contextlib.suppress(LabError, ValueError, KeyError, TypeError):
