@@ -222,6 +222,7 @@ class Lab:
         if not network.exists(layout.bridge):
             changed = True
         network.create(layout)
+        network.ensure_inotify_instances()
 
         facts = []
         known_hosts = []

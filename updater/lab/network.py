@@ -1,4 +1,7 @@
-"""The lab bridge: an isolated L2 segment with the host at .1. No route out, no NAT, no forwarding."""
+"""The lab bridge: an isolated L2 segment with the host at .1. No route out, no NAT, no forwarding.
+
+Also the one host sysctl the lab needs beyond its bridge: every systemd node takes inotify instances.
+"""
 
 from __future__ import annotations
 
@@ -35,3 +38,14 @@ def _sysctl(key: str, value: str) -> None:
     path = Path("/proc/sys") / key
     if path.exists():
         path.write_text(value, encoding="ascii")
+
+
+# Each systemd node takes several inotify instances; with a few labs up, the default 128 runs out and
+# nodes fail to boot (DESIGN.md §3). Raised, never lowered; it is a host limit, not a lab object.
+INOTIFY_INSTANCES = 1024
+
+
+def ensure_inotify_instances() -> None:
+    path = Path("/proc/sys/fs/inotify/max_user_instances")
+    if path.exists() and int(path.read_text(encoding="ascii")) < INOTIFY_INSTANCES:
+        path.write_text(str(INOTIFY_INSTANCES), encoding="ascii")
