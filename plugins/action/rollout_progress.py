@@ -19,7 +19,9 @@ try:
         RolloutRunnerError,
         finish_rollout,
         move_node,
+        next_action,
         plan_and_begin,
+        plan_only,
         progress_dicts,
         zookeeper,
     )
@@ -32,7 +34,7 @@ else:
 ARGUMENT_SPEC: dict[str, Any] = {
     "zookeeper_hosts": {"type": "str", "required": True},
     "root": {"type": "str", "default": DEFAULT_ROOT},
-    "action": {"type": "str", "choices": ["begin", "node", "finish", "read"], "required": True},
+    "action": {"type": "str", "choices": ["begin", "node", "resume", "finish", "read"], "required": True},
     "rollout_id": {"type": "str", "required": True},
     "token": {"type": "int"},
     # begin
@@ -46,6 +48,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
     "release": {"type": "str"},
     "boot_id": {"type": "str"},
     "operator_override": {"type": "bool", "default": False},
+    # resume (also node, release, boot_id)
     # finish
     "outcome": {"type": "str", "choices": ["succeeded", "failed", "aborted"]},
     "reason": {"type": "str", "default": ""},
@@ -54,6 +57,7 @@ ARGUMENT_SPEC: dict[str, Any] = {
 _NEEDS = {
     "begin": ("token", "nodes", "target_release"),
     "node": ("token", "node", "state"),
+    "resume": ("node", "release", "boot_id"),
     "finish": ("token", "outcome"),
     "read": (),
 }
@@ -76,20 +80,33 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         missing = [name for name in _NEEDS[args["action"]] if args[name] is None]
         if missing:
             return {**result, "failed": True, "msg": f"action={args['action']} needs {', '.join(missing)}"}
-        action = "read" if self._task.check_mode else args["action"]
+        action = args["action"]
+        if self._task.check_mode and action in {"node", "finish"}:
+            action = "read"  # check mode writes nothing; begin only plans (see _do)
         try:
             with zookeeper(args["zookeeper_hosts"], args["timeout"]) as client:
                 lock = ClusterLock(client, args["root"])
-                result.update(self._do(action, lock, args, task_vars or {}))
+                result.update(self._do(action, lock, args, task_vars or {}, bool(self._task.check_mode)))
         except (LockError, RolloutRunnerError, InventoryError, ValueError) as error:
             return {**result, "failed": True, "msg": str(error)}
         return result
 
     @staticmethod
     def _do(
-        action: str, lock: ClusterLock, args: dict[str, Any], task_vars: dict[str, Any]
+        action: str, lock: ClusterLock, args: dict[str, Any], task_vars: dict[str, Any], check_mode: bool
     ) -> dict[str, Any]:
         rollout_id, token = args["rollout_id"], args["token"]
+        if action == "begin" and check_mode:
+            inventory = inventory_from_hostvars(args["nodes"], task_vars.get("hostvars", {}))
+            plan, _ = plan_only(
+                lock,
+                rollout_id,
+                inventory,
+                args["target_release"],
+                batch_mode=args["batch_mode"],
+                observed={str(k): str(v) for k, v in args["observed"].items()},
+            )
+            return {"changed": False, "plan": _plan_dict(plan)}
         if action == "begin":
             inventory = inventory_from_hostvars(args["nodes"], task_vars.get("hostvars", {}))
             rollout, plan = plan_and_begin(
@@ -101,11 +118,12 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 batch_mode=args["batch_mode"],
                 observed={str(k): str(v) for k, v in args["observed"].items()},
             )
-            return {
-                "changed": True,
-                "plan": {**plan.to_dict(), "node_order": list(plan.node_order()), "lines": plan.describe()},
-                "rollout": rollout.to_dict(),
-            }
+            return {"changed": True, "plan": _plan_dict(plan), "rollout": rollout.to_dict()}
+        if action == "resume":
+            next_step = next_action(
+                lock, rollout_id, args["node"], release=args["release"], boot_id=args["boot_id"]
+            )
+            return {"changed": False, "next": next_step}
         if action == "node":
             progress = move_node(
                 lock,
@@ -127,3 +145,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
             "rollout": None if record is None else record.to_dict(),
             "progress": progress_dicts(lock, rollout_id),
         }
+
+
+def _plan_dict(plan: Any) -> dict[str, Any]:
+    return {**plan.to_dict(), "node_order": list(plan.node_order()), "lines": plan.describe()}

@@ -16,6 +16,9 @@ description:
   - C(node) records a node's transition; the rollout's rules refuse illegal transitions, two failure
     domains at once and a quorum holder together with another node. The record keeps the order nodes
     actually began.
+  - C(resume) says what a (re)started run does next with O(node) (skip, drain, boot, verify or stop) from its
+    recorded progress and what it runs now (O(release), O(boot_id)), so a finished node is never redone and a
+    node that already rebooted is never rebooted again.
   - C(finish) marks the rollout succeeded, failed (with the reason) or aborted. C(read) returns it.
   - Every write carries the fencing token and is refused when a newer token exists.
   - Runs on the controller (an action plugin) and needs the corral-updater Python package there.
@@ -31,7 +34,7 @@ options:
   action:
     description: What to do.
     type: str
-    choices: [begin, node, finish, read]
+    choices: [begin, node, resume, finish, read]
     required: true
   rollout_id:
     description: The rollout's id.
@@ -84,7 +87,7 @@ options:
     type: float
     default: 10.0
 notes:
-  - In check mode nothing is written; the rollout is read.
+  - In check mode nothing is written; C(begin) only plans.
 author: Corral maintainers
 """
 
@@ -108,6 +111,14 @@ rollout:
   description: The rollout record (state, nodes, executed order, plan).
   type: dict
   returned: when action is begin, finish or read
+next:
+  description: C(resume) - skip, drain, boot, verify or stop.
+  type: str
+  returned: when action is resume
+state:
+  description: C(resume) - the node's recorded state.
+  type: str
+  returned: when action is resume
 progress:
   description: The node's progress (C(node)) or every node's (C(read)).
   type: dict

@@ -38,7 +38,14 @@ from updater.domain.license import parse_entitlement_key
 from updater.domain.manifest import Manifest, parse_manifest
 from updater.domain.plan import BatchMode, Plan, PlanError, plan_rollout
 from updater.domain.rollout import Rollout
-from updater.domain.states import NodeProgress, NodeState, RolloutState, StateError
+from updater.domain.states import (
+    NodeObservation,
+    NodeProgress,
+    NodeState,
+    RolloutState,
+    StateError,
+    resume_action,
+)
 from updater.services import bundle_io
 from updater.services.boot import BootService
 from updater.services.cluster_lock import ClusterLock, LockHolder
@@ -305,6 +312,27 @@ def begin_rollout(
     return rollout
 
 
+def plan_only(
+    lock: ClusterLock,
+    rollout_id: str,
+    inventory: Inventory,
+    target_release: str,
+    *,
+    batch_mode: BatchMode | str = BatchMode.NODE,
+    observed: Mapping[str, str] | None = None,
+) -> tuple[Plan, dict[str, NodeProgress]]:
+    """The plan from the progress in ZooKeeper (and what the nodes run now); writes nothing (``--check``)."""
+    progress = dict(lock.read_progress(rollout_id))
+    for node, release in (observed or {}).items():
+        if release == target_release and node not in progress:
+            progress[node] = NodeProgress(NodeState.ACTIVE, release)
+    try:
+        plan = plan_rollout(inventory, target_release, batch_mode=batch_mode, progress=progress)
+    except PlanError as error:
+        raise RolloutRunnerError(f"no safe plan: {error}") from None
+    return plan, progress
+
+
 def plan_and_begin(
     lock: ClusterLock,
     token: int,
@@ -320,14 +348,9 @@ def plan_and_begin(
     ``observed`` maps nodes to the release they run now (``/etc/corral-release``): a node already on the
     target with no record in the middle of the procedure counts as done, so it is never rebooted.
     """
-    progress = dict(lock.read_progress(rollout_id))
-    for node, release in (observed or {}).items():
-        if release == target_release and node not in progress:
-            progress[node] = NodeProgress(NodeState.ACTIVE, release)
-    try:
-        plan = plan_rollout(inventory, target_release, batch_mode=batch_mode, progress=progress)
-    except PlanError as error:
-        raise RolloutRunnerError(f"no safe plan: {error}") from None
+    plan, progress = plan_only(
+        lock, rollout_id, inventory, target_release, batch_mode=batch_mode, observed=observed
+    )
     rollout = begin_rollout(lock, token, rollout_id, inventory, plan)
     for node, record in progress.items():
         if node in rollout.nodes and rollout.nodes[node] != record and record.is_done(target_release):
@@ -371,6 +394,23 @@ def move_node(
     lock.write_progress(token, rollout_id, node, progress)
     lock.write_rollout(token, rollout)
     return progress
+
+
+def next_action(
+    lock: ClusterLock, rollout_id: str, node: str, *, release: str, boot_id: str
+) -> tuple[str, str]:
+    """What a (re)started run does next with ``node`` and the node's recorded state, from its progress and
+    what it runs now: ``skip``, ``drain``, ``boot``, ``verify`` or ``stop``
+    (``updater.domain.states.resume_action``)."""
+    rollout = _rollout(lock, rollout_id)
+    progress = rollout.nodes.get(node)
+    if progress is None:
+        raise RolloutRunnerError(f"node {node} is not part of rollout {rollout_id}")
+    try:
+        action = resume_action(node, progress, rollout.target_release, NodeObservation(release, boot_id))
+    except StateError as error:
+        raise RolloutRunnerError(str(error)) from None
+    return str(action), str(progress.state)
 
 
 def finish_rollout(lock: ClusterLock, token: int, rollout_id: str, outcome: str, reason: str = "") -> Rollout:
