@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.lab.conftest import LabSession
+from tests.lab.conftest import LabSession, corral_lab
 from updater.lab.errors import LabError
 
 pytestmark = pytest.mark.lab
@@ -14,16 +14,20 @@ def test_boot_once_then_fall_back_then_make_default(lab: LabSession) -> None:
     node = "node3"
     trial = lab.derive_image("0.1.0+labtest", {"/etc/motd": "trial image\n"})
     try:
-        lab.lab.boot_once(node, trial)
-        lab.lab.power(node, "cycle")
+        booted = corral_lab("--lab", lab.name, "boot", node, "--once", trial)
+        assert booted.returncode == 0, booted.stderr
+        assert f"next boot {trial}" in booted.stdout
+        cycled = corral_lab("--lab", lab.name, "power", node, "cycle")
+        assert cycled.returncode == 0, cycled.stderr
         assert "CORRAL_VERSION=0.1.0+labtest" in lab.release(node)
+        assert lab.lab.boot_pointer(node).next is None
         assert (lab.boots(node)[-1].image, lab.boots(node)[-1].kind) == (trial, "once")
 
         lab.lab.power(node, "cycle")  # not made default: the next boot is the old image again
         assert "CORRAL_VERSION=0.1.0+labtest" not in lab.release(node)
         assert (lab.boots(node)[-1].image, lab.boots(node)[-1].kind) == (lab.base_image, "default")
 
-        lab.lab.set_default(node, trial)
+        assert corral_lab("--lab", lab.name, "boot", node, "--default", trial).returncode == 0
         lab.reboot_inside(node)
         assert "CORRAL_VERSION=0.1.0+labtest" in lab.release(node)
         lab.reboot_inside(node)

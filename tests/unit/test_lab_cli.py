@@ -59,3 +59,41 @@ def test_derive_from_an_unknown_image_is_refused(tmp_path: Path) -> None:
     result = _cli(tmp_path, "image", "derive", "--from", "f" * 64, "--version", "2")
     assert result.returncode == 1
     assert "no node image" in result.stderr
+
+
+def test_import_then_derive_through_the_cli_prints_the_new_image_id(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "etc").mkdir(parents=True)
+    (tree / "etc/corral-release").write_text(
+        "CORRAL_VERSION=1\nCORRAL_BUILD_DATE=x\nCORRAL_PACKAGES_SHA256=p\nCORRAL_RECIPE_SHA256=r\n"
+    )
+    artifact = tmp_path / "image.tar"
+    subprocess.run(["tar", "-C", str(tree), "-cf", str(artifact), "."], check=True)
+    imported = _cli(tmp_path / "labs", "image", "import", str(artifact))
+    assert imported.returncode == 0, imported.stderr
+    base = imported.stdout.strip()
+    (tmp_path / "motd").write_text("derived\n")
+    derived = _cli(
+        tmp_path / "labs",
+        "image",
+        "derive",
+        "--from",
+        base,
+        "--version",
+        "2",
+        "--file",
+        f"/etc/motd={tmp_path}/motd",
+    )
+    assert derived.returncode == 0, derived.stderr
+    new = derived.stdout.strip()
+    assert len(new) == 64
+    assert new != base
+    assert (tmp_path / f"labs/images/{new}/rootfs/etc/motd").read_text() == "derived\n"
+    listed = _cli(tmp_path / "labs", "image", "list").stdout
+    assert f"{new}  version 2" in listed
+
+
+def test_derive_with_a_malformed_file_option_is_refused(tmp_path: Path) -> None:
+    result = _cli(tmp_path, "image", "derive", "--from", "f" * 64, "--version", "2", "--file", "/etc/motd")
+    assert result.returncode == 1
+    assert "--file '/etc/motd': use PATH=LOCALFILE" in result.stderr
