@@ -40,11 +40,11 @@ def test_pytest_no_tests_exit_code_is_ok_when_minimum_is_zero() -> None:
     assert TierResult(name="browser", minimum=0, exit_code=5).ok
 
 
-def test_committed_tiers_cover_every_test_directory() -> None:
+def test_committed_tiers_cover_every_directory_holding_tests() -> None:
     config = json.loads((ROOT / "tests" / "tiers.json").read_text())
     paths = {Path(t["path"]).name for t in config["tiers"]}
-    dirs = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and not p.name.startswith(("_", "."))}
-    assert dirs - {"__pycache__"} <= paths
+    dirs = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and any(p.rglob("test_*.py"))}
+    assert dirs <= paths
 
 
 def test_a_missing_tier_directory_runs_no_test_and_fails_a_nonzero_minimum() -> None:
