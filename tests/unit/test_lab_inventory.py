@@ -59,3 +59,16 @@ def test_ssh_uses_the_lab_key_and_pinned_host_keys() -> None:
         "UserKnownHostsFile=/var/lib/corral-lab/citest/ssh/known_hosts"
         in group_vars["ansible_ssh_common_args"]
     )
+
+
+def test_racks_spread_nodes_round_robin_as_failure_domains() -> None:
+    layout = LabLayout("citest", 4)
+    nodes = [NodeFacts(f"node{n}", n, ()) for n in range(1, 6)]
+    hosts = build(layout, nodes, "admin", "pw", racks=2)["all"]["children"]["nodes"]["hosts"]
+    assert [hosts[f"node{n}"]["corral_rack"] for n in range(1, 6)] == [
+        "rack1",
+        "rack2",
+        "rack1",
+        "rack2",
+        "rack1",
+    ]

@@ -14,6 +14,7 @@ from updater.lab.layout import (
     validate_disks,
     validate_lab_name,
     validate_node_count,
+    validate_racks,
 )
 
 
@@ -94,3 +95,10 @@ def test_bridge_and_veth_names_fit_the_kernel_limit() -> None:
     lab = LabLayout("abcdefghij", 250)
     assert len(lab.bridge) <= 15
     assert all(len(lab.veth(n)) <= 15 for n in range(1, 13))
+
+
+def test_racks_range_from_none_to_one_per_node() -> None:
+    validate_racks(0, 3)
+    validate_racks(3, 3)
+    with pytest.raises(LabError, match="--racks 4: give 0"):
+        validate_racks(4, 3)

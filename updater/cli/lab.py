@@ -39,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--disks", type=int, default=1, help="data disks per node (1)")
     up.add_argument("--disk-size", type=float, default=12.0, help="GiB per data disk, sparse (12)")
     up.add_argument("--image", help="boot this image id instead of the one built from the roles' packages")
+    up.add_argument("--racks", type=int, help="spread nodes over R racks (corral_rack); 0 = none (default)")
     up.add_argument("--roles-dir", type=Path, default=DEFAULT_ROLES_DIR)
     up.add_argument("--json", action="store_true", help="print the result as JSON (for the lab role)")
 
@@ -110,6 +111,7 @@ def _dispatch(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one 
             disks_per_node=args.disks,
             disk_size_gib=args.disk_size,
             image=args.image,
+            racks=args.racks,
             roles_dir=args.roles_dir,
             out=None if args.json else sys.stdout,
         )

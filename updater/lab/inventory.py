@@ -19,8 +19,11 @@ def build(
     nodes: list[NodeFacts],
     bmc_user: str,
     bmc_password: str,
+    *,
     site: str = "site1",
+    racks: int = 0,
 ) -> dict[str, object]:
+    """The inventory; with ``racks`` > 0, node n sits in rack ``rack<(n-1) mod racks + 1>``."""
     hosts: dict[str, dict[str, object]] = {}
     for node in nodes:
         address = layout.node_address(node.number)
@@ -34,6 +37,8 @@ def build(
             "corral_bmc_password": bmc_password,
             "corral_data_disks": list(node.data_disks),
         }
+        if racks > 0:
+            hosts[node.name]["corral_rack"] = f"rack{(node.number - 1) % racks + 1}"
     ssh_args = (
         f"-o UserKnownHostsFile={layout.known_hosts} -o StrictHostKeyChecking=yes -o IdentitiesOnly=yes"
     )

@@ -47,6 +47,7 @@ class LabConfig:
     disk_size_gib: float
     image: str  # the default image new nodes boot
     bmc_user: str = "admin"
+    racks: int = 0  # 0: no racks, the failure domain is the host
     created: float = field(default_factory=time.time)
 
 
@@ -153,6 +154,7 @@ class Lab:
         disks_per_node: int = 1,
         disk_size_gib: float = 12.0,
         image: str | None = None,
+        racks: int | None = None,
         roles_dir: Path = DEFAULT_ROLES_DIR,
         version: str = DEFAULT_VERSION,
         out: TextIO | None = None,
@@ -160,6 +162,8 @@ class Lab:
         started = time.monotonic()
         lay.validate_node_count(nodes)
         lay.validate_disks(disks_per_node, disk_size_gib)
+        if racks is not None:
+            lay.validate_racks(racks, nodes)
         require_root("up")
         require_tools(*HOST_TOOLS)
         with self.locked("up"):
@@ -178,7 +182,14 @@ class Lab:
                     )
             img, built = self._image(image, roles_dir, version, out)
             try:
-                changed = self._up(nodes, disks_per_node, disk_size_gib, img, out)
+                changed = self._up(
+                    nodes=nodes,
+                    disks_per_node=disks_per_node,
+                    disk_size_gib=disk_size_gib,
+                    racks=racks,
+                    img=img,
+                    out=out,
+                )
             except BaseException:
                 if new:
                     self._down()  # a new lab that failed to come up leaves nothing behind
@@ -197,7 +208,14 @@ class Lab:
         return self.images.ensure(collect(roles_dir), version, log=out is not None)
 
     def _up(
-        self, nodes: int, disks_per_node: int, disk_size_gib: float, img: Image, out: TextIO | None
+        self,
+        *,
+        nodes: int,
+        disks_per_node: int,
+        disk_size_gib: float,
+        racks: int | None,
+        img: Image,
+        out: TextIO | None,
     ) -> bool:
         changed = False
         # Host-wide: two labs coming up at once must not pick the same index (and so the same addresses).
@@ -207,9 +225,13 @@ class Lab:
                 cfg = self.config()
                 if nodes > cfg.nodes:
                     cfg.nodes, changed = nodes, True
+                if racks is not None and racks != cfg.racks:
+                    cfg.racks, changed = racks, True
             else:
                 index = self._allocate_index()
-                cfg = LabConfig(self.name, index, nodes, disks_per_node, disk_size_gib, img.id)
+                cfg = LabConfig(
+                    self.name, index, nodes, disks_per_node, disk_size_gib, img.id, racks=racks or 0
+                )
                 changed = True
             layout = lay.LabLayout(self.name, cfg.index, self.root)
             layout.state_dir.mkdir(parents=True, exist_ok=True)
@@ -245,7 +267,7 @@ class Lab:
         lab_ssh.wait_ready(layout, {f.name: layout.node_address(f.number) for f in facts})
         if bmcs.ensure(layout, cfg.nodes, cfg.bmc_user, password):
             changed = True
-        inv = inventory_mod.build(layout, facts, cfg.bmc_user, password)
+        inv = inventory_mod.build(layout, facts, cfg.bmc_user, password, racks=cfg.racks)
         layout.inventory_file.write_text(
             "# Corral lab inventory (written by corral-lab up; docs/inventory.md)\n---\n"
             + yaml.safe_dump(inv, sort_keys=False),

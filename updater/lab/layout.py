@@ -48,6 +48,11 @@ def validate_disks(count: int, size_gib: float) -> None:
         raise LabError(f"--disk-size {size_gib}: give a size in GiB between 0.01 and 1024")
 
 
+def validate_racks(racks: int, nodes: int) -> None:
+    if not 0 <= racks <= nodes:
+        raise LabError(f"--racks {racks}: give 0 (the failure domain is the host) to {nodes} (one per node)")
+
+
 def node_name(number: int) -> str:
     return f"node{number}"
 
