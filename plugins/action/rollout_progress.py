@@ -120,10 +120,10 @@ class ActionModule(ActionBase):  # type: ignore[misc]
             )
             return {"changed": True, "plan": _plan_dict(plan), "rollout": rollout.to_dict()}
         if action == "resume":
-            next_step = next_action(
+            next_step, state = next_action(
                 lock, rollout_id, args["node"], release=args["release"], boot_id=args["boot_id"]
             )
-            return {"changed": False, "next": next_step}
+            return {"changed": False, "next_step": next_step, "state": state}
         if action == "node":
             progress = move_node(
                 lock,

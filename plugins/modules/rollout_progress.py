@@ -111,7 +111,7 @@ rollout:
   description: The rollout record (state, nodes, executed order, plan).
   type: dict
   returned: when action is begin, finish or read
-next:
+next_step:
   description: C(resume) - skip, drain, boot, verify or stop.
   type: str
   returned: when action is resume

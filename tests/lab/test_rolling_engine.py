@@ -1,0 +1,372 @@
+"""The rolling-update engine on real lab nodes: ``ansible-playbook corral.cloud.rolling_update`` with a real
+signed bundle (node image v2 derived from the lab's image), a real ZooKeeper (on the host's loopback) holding
+the lock and progress, the lab boot service, real reboots and the lab's real IPMI BMCs.
+
+These run the per-node procedure with ``rolling_node_roles=[]`` (the engine only: lock, plan, progress,
+boot-once, reboot, verify, fencing, resume) so they do not need ``corral.cloud.site`` deployed; the
+zero-downtime specs with the services and the availability probe build on the same fixtures (docs/update.md).
+
+``CORRAL_ROLLING_LAB=<name>`` runs them against an existing lab of that name (development) instead of the
+session's shared lab.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from kazoo.client import KazooClient
+
+from tests.integration.zookeeper import ZooKeeperServer
+from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env
+from tests.unit import bundle_kit
+from updater.lab.lab import Lab
+from updater.services.boot import LabBootService, StaleBootToken
+from updater.services.cluster_lock import ClusterLock, StaleToken
+
+V1, V2 = "0.1.0", "0.2.0"
+NODES = ("node1", "node2", "node3")
+# Waits for the lab (a lab node reboots in ~2 s): keep every test's waits near 90 s, not Ansible's 600 s.
+FAST = {
+    "rolling_node_roles": [],
+    "rolling_node_reboot_timeout": 60,
+    "rolling_node_fence_timeout": 60,
+    "rolling_node_release_retries": 5,
+    "rolling_node_release_delay": 2,
+}
+
+
+@pytest.fixture(scope="module")
+def session(request: pytest.FixtureRequest) -> LabSession:
+    name = os.environ.get("CORRAL_ROLLING_LAB")
+    if not name:
+        shared: LabSession = request.getfixturevalue("lab")
+        return shared
+    lab = Lab(name)
+    return LabSession(lab, lab.config().image)
+
+
+@pytest.fixture(scope="module")
+def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperServer]:
+    with ZooKeeperServer(tmp_path_factory.mktemp("zookeeper")) as server:
+        yield server
+
+
+@dataclass
+class Release:
+    bundle: Path
+    image: str
+
+
+@dataclass
+class Controller:
+    """What the controller of a rollout has: trust, staging, ZooKeeper, the lab."""
+
+    session: LabSession
+    zookeeper: ZooKeeperServer
+    work: Path
+    trust_dir: Path
+    good: Release
+    bad: Release
+
+    def run(
+        self, *extra: str, timeout: float = 600, check_vars: dict[str, object] | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.command(*extra, check_vars=check_vars),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=ROOT,
+            env=self.env(),
+            check=False,
+        )
+
+    def command(self, *extra: str, check_vars: dict[str, object] | None = None) -> list[str]:
+        variables = {
+            **FAST,
+            "corral_rolling_zookeeper_hosts": self.zookeeper.hosts,
+            "corral_trust_dir": str(self.trust_dir),
+            "corral_staging_root": str(self.work / "staging"),
+            "corral_releases_root": str(self.work / "releases"),
+            **(check_vars or {}),
+        }
+        return [
+            str(VENV_BIN / "ansible-playbook"),
+            "-i",
+            str(self.session.inventory),
+            "corral.cloud.rolling_update",
+            "-e",
+            json.dumps(variables),
+            *extra,
+        ]
+
+    def env(self) -> dict[str, str]:
+        return {**ansible_env(), "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
+
+    def lock(self) -> Iterator[ClusterLock]:
+        client = KazooClient(hosts=self.zookeeper.hosts, timeout=5.0)
+        client.start(timeout=15)
+        try:
+            yield ClusterLock(client)
+        finally:
+            client.stop()
+            client.close()
+
+    def releases(self) -> dict[str, str]:
+        return {node: _version(self.session.release(node)) for node in NODES}
+
+    def boots_since(self, count: int) -> list[tuple[str, str, str]]:
+        return [(b.node, b.image, b.kind) for b in self.session.lab.boots()[count:]]
+
+    def reset(self) -> None:
+        """Every node back on v1, no lock, no rollout."""
+        for node in NODES:
+            self.session.reset(node)
+        for lock in self.lock():
+            holder = lock.holder()
+            if holder is not None:
+                lock.break_lock(holder.token)
+            lock.client.delete("/corral/update/rollouts", recursive=True)
+
+
+def _version(release_text: str) -> str:
+    match = re.search(r"^CORRAL_VERSION=(.*)$", release_text, re.MULTILINE)
+    assert match, release_text
+    return match.group(1)
+
+
+def _collection(out: Path) -> Path:
+    subprocess.run(
+        [str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (tarball,) = out.glob("corral-cloud-*.tar.gz")
+    return tarball
+
+
+@pytest.fixture(scope="module")
+def controller(
+    session: LabSession, zookeeper: ZooKeeperServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Controller]:
+    work = tmp_path_factory.mktemp("rolling")
+    base = session.lab.images.get(session.base_image)
+    assert base.release.version == V1, (
+        f"the lab's image is {base.release.version}, these specs roll {V1} to {V2}"
+    )
+    kit = bundle_kit.make_kit(work / "kit")
+    issued = bundle_kit.issue(kit)
+    trust = work / "trust"
+    trust.mkdir(mode=0o700)
+    (trust / "trust-root.json").write_bytes(kit.vendor.trust_root.read_bytes())
+    (trust / "keyring.json").write_bytes(kit.vendor.keyring.read_bytes())
+    (trust / "license.json").write_bytes(issued.document)
+    (trust / "entitlement-key").write_text(issued.key_path.read_text())
+    collection = _collection(work / "collection")
+    releases = {}
+    for name, version, files in (
+        ("good", V2, {"/etc/motd": "Corral 0.2.0\n"}),
+        # An image whose sshd never starts: its trial boot cannot come back.
+        ("bad", "0.2.1", {"/usr/sbin/sshd": "#!/bin/sh\nexit 1\n"}),
+    ):
+        image = session.derive_image(version, files)
+        artifacts = bundle_kit.make_artifacts(
+            work / name, version, image=session.lab.images.get(image).artifact
+        )
+        artifacts.collection = collection
+        bundle = bundle_kit.build_bundle(kit, version, upgrade_from=">=0.1.0, <0.3.0", artifacts=artifacts)
+        releases[name] = Release(bundle, image)
+    ctl = Controller(session, zookeeper, work, trust, releases["good"], releases["bad"])
+    ctl.reset()
+    yield ctl
+    ctl.reset()
+
+
+def _out(run: subprocess.CompletedProcess[str]) -> str:
+    return run.stdout[-6000:] + run.stderr[-3000:]
+
+
+def test_a_rollout_takes_every_node_to_v2_in_the_planned_order_booting_each_once(
+    controller: Controller,
+) -> None:
+    before = len(controller.session.lab.boots())
+    started = time.monotonic()
+    run = controller.run("-e", f"corral_bundle={controller.good.bundle}")
+    elapsed = time.monotonic() - started
+    assert run.returncode == 0, _out(run)
+    assert controller.releases() == dict.fromkeys(NODES, V2)
+    done = re.search(r"ROLLING_DONE rollout=(\S+) release=(\S+) executed=([\w,]+)", run.stdout)
+    assert done, _out(run)
+    plan = re.findall(r"\d+\. (?:quorum|node|resume): (node\d+)", run.stdout)
+    assert done.group(3).split(",") == plan == list(NODES)
+    # Exactly one boot per node, and it was the one-shot trial of v2.
+    assert controller.boots_since(before) == [(node, controller.good.image, "once") for node in plan]
+    for node in NODES:
+        pointer = controller.session.lab.boot_pointer(node)
+        assert (pointer.default, pointer.next) == (controller.good.image, None)
+    for lock in controller.lock():
+        assert lock.holder() is None
+        record = lock.read_rollout(done.group(1))
+        assert record is not None
+        assert (record.state, record.executed) == ("succeeded", list(NODES))
+    timings = re.findall(
+        r"ROLLING_TIMING node=(\S+) resumed_at=\S+ drain=(\S+) reboot=(\S+) wait=(\S+) health=(\S+) "
+        r"undrain=(\S+) total=([\d.]+)",
+        run.stdout,
+    )
+    print(f"\n[rolling] 3 nodes in {elapsed:.1f}s (engine only, no services)")
+    for row in timings:
+        print("[rolling] node={} drain={} reboot={} wait={} health={} undrain={} total={}".format(*row))
+    assert [row[0] for row in timings] == list(NODES)
+    # Run again: every node is on v2, nothing is rebooted.
+    again_from = len(controller.session.lab.boots())
+    again = controller.run("-e", f"corral_release={V2}", "-e", "corral_rollout_id=update-again")
+    assert again.returncode == 0, _out(again)
+    assert controller.boots_since(again_from) == []
+    controller.reset()
+
+
+def test_check_mode_prints_the_plan_and_changes_nothing(controller: Controller) -> None:
+    before = len(controller.session.lab.boots())
+    run = controller.run("-e", f"corral_bundle={controller.good.bundle}", "--check")
+    assert run.returncode == 0, _out(run)
+    assert "Plan for 0.2.0:" in run.stdout
+    assert re.findall(r"\d+\. quorum: (node\d+)", run.stdout) == list(NODES)
+    assert controller.boots_since(before) == []
+    for lock in controller.lock():
+        assert lock.holder() is None
+
+
+def test_a_bad_image_fails_its_trial_is_power_cycled_back_and_the_rollout_stops(
+    controller: Controller,
+) -> None:
+    before = len(controller.session.lab.boots())
+    run = controller.run("-e", f"corral_bundle={controller.bad.bundle}")
+    assert run.returncode != 0
+    out = run.stdout
+    assert "rollout update-to-0.2.1 stopped: node1 failed its trial boot of 0.2.1" in out, _out(run)
+    assert "power-cycled through its BMC and runs 0.1.0 again" in out
+    assert "-e corral_rollback_node=node1" in out
+    assert controller.releases() == dict.fromkeys(NODES, V1)
+    boots = controller.boots_since(before)
+    # The trial boot (once, bad image), then the power cycle into the default: nothing on the other nodes.
+    assert [(node, kind) for node, _, kind in boots] == [("node1", "once"), ("node1", "default")]
+    assert boots[1][1] == controller.session.base_image
+    for lock in controller.lock():
+        record = lock.read_rollout("update-to-0.2.1")
+        assert record is not None
+        assert record.state == "failed"
+        assert record.nodes["node1"].state == "failed"
+        holder = lock.holder()
+        assert holder is not None
+        assert holder.rollout_id == "update-to-0.2.1"
+    # A re-run refuses to continue past the failed node.
+    rerun = controller.run("-e", "corral_release=0.2.1")
+    assert rerun.returncode != 0
+    assert "roll it back with -e corral_rollback_node=node1" in rerun.stdout
+    # The operator rolls it back: undrained on its old image, recorded active.
+    back = controller.run("-e", "corral_rollback_node=node1")
+    assert back.returncode == 0, _out(back)
+    for lock in controller.lock():
+        record = lock.read_rollout("update-to-0.2.1")
+        assert record is not None
+        assert record.nodes["node1"].state == "active"
+        assert record.nodes["node1"].release == V1
+    controller.reset()
+
+
+def test_preflight_refuses_while_another_node_is_powered_off(controller: Controller) -> None:
+    hostvars = controller.session.hostvars("node3")
+    ipmi = [
+        "ipmitool",
+        "-I",
+        "lanplus",
+        "-H",
+        str(hostvars["corral_bmc_address"]),
+        "-p",
+        str(hostvars["corral_bmc_port"]),
+        "-U",
+        str(hostvars["corral_bmc_user"]),
+        "-E",
+        "chassis",
+        "power",
+    ]
+    env = {**os.environ, "IPMI_PASSWORD": str(hostvars["corral_bmc_password"])}
+    subprocess.run([*ipmi, "off"], check=True, capture_output=True, env=env, timeout=30)
+    try:
+        before = len(controller.session.lab.boots())
+        run = controller.run("-e", f"corral_bundle={controller.good.bundle}")
+        assert run.returncode != 0
+        assert "preflight refused: node3 did not answer" in run.stdout, _out(run)
+        assert controller.boots_since(before) == []
+        for lock in controller.lock():
+            assert lock.holder() is None
+    finally:
+        subprocess.run([*ipmi, "on"], check=True, capture_output=True, env=env, timeout=30)
+        controller.reset()
+
+
+def test_a_second_rollout_is_refused_and_told_who_holds_the_lock(controller: Controller) -> None:
+    for lock in controller.lock():
+        lock.acquire("update-by-the-web-button", "corral-updater worker 7")
+    before = len(controller.session.lab.boots())
+    run = controller.run("-e", f"corral_bundle={controller.good.bundle}")
+    assert run.returncode != 0
+    assert "held by rollout update-by-the-web-button (corral-updater worker 7" in run.stdout, _out(run)
+    assert controller.boots_since(before) == []
+    controller.reset()
+
+
+def test_killed_in_the_middle_of_a_node_a_rerun_finishes_it_without_a_second_boot(
+    controller: Controller,
+) -> None:
+    before = len(controller.session.lab.boots())
+    process = subprocess.Popen(
+        controller.command("-e", f"corral_bundle={controller.good.bundle}"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=ROOT,
+        env=controller.env(),
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 180
+    try:
+        while time.monotonic() < deadline and not controller.boots_since(before):
+            time.sleep(0.2)
+        assert controller.boots_since(before), "node1 never started its trial boot"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+    run = controller.run("-e", f"corral_release={V2}")
+    assert run.returncode == 0, _out(run)
+    assert controller.releases() == dict.fromkeys(NODES, V2)
+    boots = controller.boots_since(before)
+    assert sorted(node for node, _, _ in boots) == list(NODES), boots
+    controller.reset()
+
+
+def test_a_stale_worker_cannot_set_a_boot_pointer_after_a_newer_rollout_took_over(
+    controller: Controller,
+) -> None:
+    boot = LabBootService(controller.session.name)
+    for lock in controller.lock():
+        old = lock.acquire("update-old", "worker that hung")
+        lock.break_lock(old.token)
+        new = lock.acquire("update-new", "new worker")
+        boot.boot_once("node2", None, new.token)  # the new rollout has written to node2
+        with pytest.raises(StaleToken):
+            lock.set_boot_pointer(old.token, "node2", {"once": controller.bad.image})
+    # Even a worker that passed the ZooKeeper check before it stalled is refused at the boot service.
+    with pytest.raises(StaleBootToken):
+        boot.boot_once("node2", controller.bad.image, old.token)
+    assert controller.session.lab.boot_pointer("node2").next is None
+    controller.reset()
