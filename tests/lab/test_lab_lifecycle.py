@@ -51,6 +51,7 @@ def test_down_leaves_no_container_mount_loop_device_bridge_bmc_rule_or_cgroup() 
     try:
         scratch.up(nodes=1, disks_per_node=2, disk_size_gib=1)
         index = scratch.config().index
+        assert not scratch.up(nodes=1).changed  # settings not given are kept, not reset to defaults
         assert leftovers("citest3", index) != []  # the check sees a running lab...
     finally:
         scratch.down()
@@ -88,6 +89,13 @@ def test_a_bad_node_count_leaves_the_running_lab_as_it_was(lab: LabSession, node
     assert result.returncode == 1
     assert f"--nodes {nodes}: a lab has 1 to 12 nodes" in result.stderr
     assert lab.lab.config() == before
+
+
+def test_changing_the_image_of_a_running_lab_is_refused(lab: LabSession) -> None:
+    result = corral_lab("--lab", lab.name, "up", "--nodes", "3", "--image", "e" * 64)
+    assert result.returncode == 1
+    assert "`--image` cannot change a running lab" in result.stderr
+    assert lab.lab.config().image == lab.base_image
 
 
 def test_shrinking_a_running_lab_is_refused(lab: LabSession) -> None:

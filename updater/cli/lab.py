@@ -36,8 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     up = sub.add_parser("up", help="create or complete the lab and wait until every node is SSH-ready")
     up.add_argument("--nodes", type=int, default=3, help=f"{lay.MIN_NODES}-{lay.MAX_NODES} (3)")
-    up.add_argument("--disks", type=int, default=1, help="data disks per node (1)")
-    up.add_argument("--disk-size", type=float, default=12.0, help="GiB per data disk, sparse (12)")
+    up.add_argument("--disks", type=int, help="data disks per node (new lab: 1; default: keep)")
+    up.add_argument("--disk-size", type=float, help="GiB per data disk, sparse (new lab: 12; default: keep)")
     up.add_argument("--image", help="boot this image id instead of the one built from the roles' packages")
     up.add_argument("--racks", type=int, help="spread nodes over R racks (corral_rack); 0 = none (default)")
     up.add_argument("--roles-dir", type=Path, default=DEFAULT_ROLES_DIR)

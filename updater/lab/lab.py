@@ -33,6 +33,8 @@ from updater.lab.packages import collect
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ROLES_DIR = REPO_ROOT / "roles"
 DEFAULT_VERSION = "0.1.0"
+DEFAULT_DISKS = 1
+DEFAULT_DISK_GIB = 12.0
 HOST_TOOLS = ("lxc-start", "lxc-stop", "lxc-info", "debootstrap", "losetup", "ip", "ssh", "ssh-keygen", "tar")
 
 
@@ -151,17 +153,22 @@ class Lab:
         self,
         *,
         nodes: int = 3,
-        disks_per_node: int = 1,
-        disk_size_gib: float = 12.0,
+        disks_per_node: int | None = None,
+        disk_size_gib: float | None = None,
         image: str | None = None,
         racks: int | None = None,
         roles_dir: Path = DEFAULT_ROLES_DIR,
         version: str = DEFAULT_VERSION,
         out: TextIO | None = None,
     ) -> UpResult:
+        """Create the lab, or complete an existing one; ``None`` keeps an existing lab's setting (a new lab
+        gets 1 disk of 12 GiB per node, no racks, and the image built from the roles' packages)."""
         started = time.monotonic()
         lay.validate_node_count(nodes)
-        lay.validate_disks(disks_per_node, disk_size_gib)
+        lay.validate_disks(
+            DEFAULT_DISKS if disks_per_node is None else disks_per_node,
+            DEFAULT_DISK_GIB if disk_size_gib is None else disk_size_gib,
+        )
         if racks is not None:
             lay.validate_racks(racks, nodes)
         require_root("up")
@@ -175,17 +182,26 @@ class Lab:
                         f"lab {self.name!r} has {cfg.nodes} nodes; `up --nodes {nodes}` cannot shrink it "
                         f"(`corral-lab down --lab {self.name}` first). Nothing was changed."
                     )
-                if (disks_per_node, disk_size_gib) != (cfg.disks, cfg.disk_size_gib):
+                wanted = (
+                    cfg.disks if disks_per_node is None else disks_per_node,
+                    cfg.disk_size_gib if disk_size_gib is None else disk_size_gib,
+                )
+                if wanted != (cfg.disks, cfg.disk_size_gib):
                     raise LabError(
                         f"lab {self.name!r} has {cfg.disks} disk(s) of {cfg.disk_size_gib} GiB per node; "
                         "disks cannot change on a running lab (`down` first). Nothing was changed."
+                    )
+                if image is not None and image != cfg.image:
+                    raise LabError(
+                        f"lab {self.name!r} boots image {cfg.image}; `--image` cannot change a running lab "
+                        "(use `corral-lab boot NODE --default IMAGE`). Nothing was changed."
                     )
             img, built = self._image(image, roles_dir, version, out)
             try:
                 changed = self._up(
                     nodes=nodes,
-                    disks_per_node=disks_per_node,
-                    disk_size_gib=disk_size_gib,
+                    disks_per_node=DEFAULT_DISKS if disks_per_node is None else disks_per_node,
+                    disk_size_gib=DEFAULT_DISK_GIB if disk_size_gib is None else disk_size_gib,
                     racks=racks,
                     img=img,
                     out=out,
