@@ -97,3 +97,9 @@ def test_derive_with_a_malformed_file_option_is_refused(tmp_path: Path) -> None:
     result = _cli(tmp_path, "image", "derive", "--from", "f" * 64, "--version", "2", "--file", "/etc/motd")
     assert result.returncode == 1
     assert "--file '/etc/motd': use PATH=LOCALFILE" in result.stderr
+
+
+def test_the_lab_may_be_named_after_the_command_too(tmp_path: Path) -> None:
+    result = _cli(tmp_path, "--lab", "first", "status", "--lab", "second")
+    assert result.returncode == 1
+    assert "no lab named 'second'" in result.stderr

@@ -32,9 +32,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=Path(os.environ.get("CORRAL_LAB_ROOT", str(lay.DEFAULT_ROOT))),
         help="where labs and the image cache live (/var/lib/corral-lab)",
     )
+    # `--lab`/`--root` may also follow the command (`corral-lab up --lab citest`); there they override.
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--lab", default=argparse.SUPPRESS, help="lab name")
+    common.add_argument("--root", type=Path, default=argparse.SUPPRESS, help="labs and image cache")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    up = sub.add_parser("up", help="create or complete the lab and wait until every node is SSH-ready")
+    up = sub.add_parser(
+        "up", parents=[common], help="create or complete the lab and wait until every node is SSH-ready"
+    )
     up.add_argument("--nodes", type=int, default=3, help=f"{lay.MIN_NODES}-{lay.MAX_NODES} (3)")
     up.add_argument("--disks", type=int, help="data disks per node (new lab: 1; default: keep)")
     up.add_argument("--disk-size", type=float, help="GiB per data disk, sparse (new lab: 12; default: keep)")
@@ -43,51 +49,63 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--roles-dir", type=Path, default=DEFAULT_ROLES_DIR)
     up.add_argument("--json", action="store_true", help="print the result as JSON (for the lab role)")
 
-    sub.add_parser("down", help="remove everything up made (the image cache stays)")
-    status = sub.add_parser("status", help="nodes, power state, images, BMCs")
+    sub.add_parser("down", parents=[common], help="remove everything up made (the image cache stays)")
+    status = sub.add_parser("status", parents=[common], help="nodes, power state, images, BMCs")
     status.add_argument("--json", action="store_true")
-    sub.add_parser("inventory", help="print the path of the lab's Ansible inventory")
+    sub.add_parser("inventory", parents=[common], help="print the path of the lab's Ansible inventory")
 
-    power = sub.add_parser("power", help="chassis power of one node (what its BMC does)")
+    power = sub.add_parser("power", parents=[common], help="chassis power of one node (what its BMC does)")
     power.add_argument("node")
     power.add_argument("action", choices=["on", "off", "cycle", "status"])
     power.add_argument("--no-wait", action="store_true", help="on/cycle: do not wait for SSH")
 
-    ssh = sub.add_parser("ssh", help="SSH to a node as root with the lab's key")
+    ssh = sub.add_parser("ssh", parents=[common], help="SSH to a node as root with the lab's key")
     ssh.add_argument("node")
     ssh.add_argument("remote", nargs=argparse.REMAINDER, help="command to run (default: a shell)")
 
-    boots = sub.add_parser("boots", help="the boot log: time, node, image, once|default")
+    boots = sub.add_parser("boots", parents=[common], help="the boot log: time, node, image, once|default")
     boots.add_argument("node", nargs="?")
 
-    boot = sub.add_parser("boot", help="set a node's boot pointer")
+    boot = sub.add_parser("boot", parents=[common], help="set a node's boot pointer")
     boot.add_argument("node")
     which = boot.add_mutually_exclusive_group(required=True)
     which.add_argument("--once", metavar="IMAGE", help="boot IMAGE at the next start only")
     which.add_argument("--default", metavar="IMAGE", help="boot IMAGE from now on")
     which.add_argument("--clear-once", action="store_true", help="drop a pending one-shot image")
 
-    image = sub.add_parser("image", help="node images in the shared cache")
+    _add_image_commands(sub, common)
+    return parser
+
+
+def _add_image_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], common: argparse.ArgumentParser
+) -> None:
+    image = sub.add_parser("image", parents=[common], help="node images in the shared cache")
     isub = image.add_subparsers(dest="image_command", required=True)
-    isub.add_parser("list", help="cached images")
-    build = isub.add_parser("build", help="build (or find cached) the image of the roles' package union")
+    isub.add_parser("list", parents=[common], help="cached images")
+    build = isub.add_parser(
+        "build", parents=[common], help="build (or find cached) the image of the roles' package union"
+    )
     build.add_argument("--version", default=DEFAULT_VERSION)
     build.add_argument("--roles-dir", type=Path, default=DEFAULT_ROLES_DIR)
     build.add_argument("--extra-package", action="append", default=[], help="add a package (repeatable)")
     derive = isub.add_parser(
-        "derive", help="a new image from a cached one with a small change (no debootstrap)"
+        "derive", parents=[common], help="a new image from a cached one with a small change (no debootstrap)"
     )
     derive.add_argument("--from", dest="base", required=True, metavar="ID")
     derive.add_argument("--version", required=True)
     derive.add_argument("--file", action="append", default=[], metavar="PATH=LOCAL", help="put LOCAL at PATH")
     derive.add_argument("--note", default="")
-    prune = isub.add_parser("prune", help="remove cached images no lab uses (keeps the current build)")
+    prune = isub.add_parser(
+        "prune", parents=[common], help="remove cached images no lab uses (keeps the current build)"
+    )
     prune.add_argument("--roles-dir", type=Path, default=DEFAULT_ROLES_DIR)
     prune.add_argument("--version", default=DEFAULT_VERSION)
-    imp = isub.add_parser("import", help="add an image artifact (tar) to the cache, checking its SHA-256")
+    imp = isub.add_parser(
+        "import", parents=[common], help="add an image artifact (tar) to the cache, checking its SHA-256"
+    )
     imp.add_argument("artifact", type=Path)
     imp.add_argument("--sha256")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
