@@ -82,7 +82,7 @@ class Image:
 
 
 def recipe_sha256() -> str:
-    parts = [RECIPE_REVISION, SUITE, MIRROR, "minbase"]
+    parts = [RECIPE_REVISION, SUITE, MIRROR, "minbase", *_MASKED, *_SCRUB]
     parts += [
         f"{path}:{mode:o}:{content}" for path, (content, mode) in sorted(node_files.image_files().items())
     ]
