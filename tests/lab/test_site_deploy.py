@@ -1,0 +1,383 @@
+"""corral.cloud.site on real lab nodes: bad input refused before any change, then a fresh deployment.
+
+Runs on the session's shared lab (3 fresh nodes, one data disk each). The module deploys once; the tests then
+check the result the way an operator would: ZooKeeper quorum, Ceph health, S3 through the VIP, a reboot that
+rejoins as the same member, the VIP moving on a drain and on a hard power-off through the lab's BMC.
+Figures (deployment times, memory, VIP gaps) are printed, never asserted on.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+import requests
+import yaml
+from botocore.config import Config
+
+from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env
+
+pytestmark = pytest.mark.lab
+
+RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
+
+
+def site(lab: LabSession, *args: str, inventory: Path | None = None, timeout: float = 1200) -> Any:
+    return subprocess.run(
+        [
+            str(VENV_BIN / "ansible-playbook"),
+            "-i",
+            str(inventory or lab.inventory),
+            "corral.cloud.site",
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=ansible_env(),
+        check=False,
+    )
+
+
+def recap(output: str) -> dict[str, dict[str, int]]:
+    return {
+        m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "failed": int(m.group(5))}
+        for m in RECAP.finditer(output)
+    }
+
+
+def assert_refused_without_change(result: Any, message: str) -> None:
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert message in output, output[-3000:]
+    assert all(host["changed"] == 0 for host in recap(result.stdout).values()), result.stdout[-3000:]
+
+
+# --- bad input: a clear failure before anything changes (run on the still-empty nodes) ---------------------
+
+
+def test_even_zookeeper_member_count_is_refused(lab: LabSession) -> None:
+    nodes = ["node1", "node2"]
+    result = site(lab, "-e", json.dumps({"corral_quorum_members": nodes}))
+    assert_refused_without_change(result, "odd")
+
+
+def test_pool_size_larger_than_the_nodes_with_disks_is_refused(lab: LabSession) -> None:
+    result = site(lab, "-e", "ceph_pool_size=4")
+    assert_refused_without_change(result, "a size-4 pool needs 4 failure domains (hosts) with data disks")
+
+
+def test_a_policy_that_matches_no_disk_is_refused(lab: LabSession) -> None:
+    result = site(lab, "-e", json.dumps({"ceph_osd_policy": {"min_size": "1T"}}))
+    assert_refused_without_change(result, "ceph_osd_policy selects none of")
+    assert "smaller (12.0 GiB) than policy min_size (1.0 TiB)" in result.stdout
+
+
+def test_an_inventory_missing_an_address_is_refused(lab: LabSession, tmp_path: Path) -> None:
+    inventory = yaml.safe_load(lab.inventory.read_text())
+    del inventory["all"]["children"]["nodes"]["hosts"]["node3"]["corral_address"]
+    broken = tmp_path / "inventory.yml"
+    broken.write_text(yaml.safe_dump(inventory))
+    result = site(lab, inventory=broken)
+    assert_refused_without_change(result, "node node3 has no corral_address in the inventory")
+
+
+# --- the deployment -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Deployment:
+    lab: LabSession
+    first_seconds: float
+    second_seconds: float
+    first: Any
+    second: Any
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def vip(self) -> str:
+        data = yaml.safe_load(self.lab.inventory.read_text())
+        return str(data["all"]["children"]["nodes"]["vars"]["corral_vip"])
+
+    def module(self, node: str, module: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
+        arguments = ["-a", json.dumps(args)] if args else []
+        result = self.lab.ansible(node, "-m", module, *arguments, "-o")
+        line = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
+        payload = line.split("=>", 1)[1].strip() if "=>" in line else "{}"
+        data: dict[str, Any] = json.loads(payload)
+        assert "SUCCESS" in line, result.stdout + result.stderr
+        return data
+
+    def health(self, timeout: float = 900) -> Any:
+        return self.lab.playbook(HEALTH_PLAYBOOK, timeout=timeout)
+
+
+HEALTH_PLAYBOOK = """
+- name: Health of every foundation service
+  hosts: nodes
+  gather_facts: false
+  tasks:
+    - name: ZooKeeper
+      ansible.builtin.include_role: {name: corral.cloud.zookeeper, tasks_from: health.yml}
+    - name: Ceph
+      ansible.builtin.include_role: {name: corral.cloud.ceph, tasks_from: health.yml}
+    - name: Endpoint
+      ansible.builtin.include_role: {name: corral.cloud.endpoint, tasks_from: health.yml}
+"""
+
+
+@pytest.fixture(scope="module")
+def deployed(lab: LabSession) -> Deployment:
+    started = time.monotonic()
+    first = site(lab)
+    first_seconds = time.monotonic() - started
+    assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
+    started = time.monotonic()
+    second = site(lab)
+    second_seconds = time.monotonic() - started
+    deployment = Deployment(lab, first_seconds, second_seconds, first, second)
+    print(
+        f"\n[site] fresh deployment on 3 nodes: {first_seconds:.1f}s; second run: {second_seconds:.1f}s",
+        flush=True,
+    )
+    return deployment
+
+
+def test_site_deploys_and_a_second_run_changes_nothing(deployed: Deployment) -> None:
+    first, second = recap(deployed.first.stdout), recap(deployed.second.stdout)
+    assert set(first) == {"node1", "node2", "node3"}
+    assert all(host["changed"] > 0 for host in first.values())
+    assert deployed.second.returncode == 0, deployed.second.stdout[-4000:]
+    assert {node: host["changed"] for node, host in second.items()} == {"node1": 0, "node2": 0, "node3": 0}
+
+
+def zookeeper_modes(deployed: Deployment) -> dict[str, str]:
+    return {
+        node: deployed.module(node, "corral.cloud.zookeeper_status")["mode"]
+        for node in ("node1", "node2", "node3")
+    }
+
+
+def test_zookeeper_has_a_quorum_of_three(deployed: Deployment) -> None:
+    modes = zookeeper_modes(deployed)
+    assert sorted(modes.values()) == ["follower", "follower", "leader"], modes
+    status = deployed.module("node1", "corral.cloud.zookeeper_status")
+    assert status["voting_members"] == ["1", "2", "3"]
+
+
+def test_ceph_is_healthy_with_three_monitors_and_every_osd(deployed: Deployment) -> None:
+    status = deployed.module("node1", "corral.cloud.ceph_status")
+    assert status["health"]["status"] == "HEALTH_OK", status["health"]
+    assert status["mons"]["quorum"] == ["node1", "node2", "node3"]
+    assert status["osds"]["num"] == 3
+    assert status["osds"]["all_up_in"] is True
+    assert status["pgs"]["all_active_clean"] is True
+
+
+def s3_client(deployed: Deployment) -> Any:
+    info = json.loads(deployed.lab.ssh("node1", "radosgw-admin user info --uid corral"))
+    keys = info["keys"][0]
+    return boto3.client(
+        "s3",
+        endpoint_url=f"http://{deployed.vip()}:80",
+        aws_access_key_id=keys["access_key"],
+        aws_secret_access_key=keys["secret_key"],
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=3),
+    )
+
+
+def test_an_s3_object_written_through_the_vip_reads_back(deployed: Deployment) -> None:
+    s3 = s3_client(deployed)
+    bucket = f"site-{uuid.uuid4().hex[:8]}"
+    body = uuid.uuid4().bytes * 1024
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="probe", Body=body)
+    assert s3.get_object(Bucket=bucket, Key="probe")["Body"].read() == body
+
+
+def test_memory_per_node_with_every_service(deployed: Deployment) -> None:
+    used = {}
+    for node in ("node1", "node2", "node3"):
+        rss_kib = deployed.lab.ssh(node, "ps -eo rss= | awk '{s+=$1} END {print s}'")
+        used[node] = int(rss_kib.strip()) // 1024
+    print(f"\n[site] resident memory of all processes per node (MiB): {used}", flush=True)
+    assert all(mib > 0 for mib in used.values())
+
+
+def test_a_rebooted_node_rejoins_as_the_same_member(deployed: Deployment) -> None:
+    lab = deployed.lab
+    myid = lab.ssh("node2", "cat /var/lib/zookeeper/myid").strip()
+    osds = json.loads(lab.ssh("node1", "ceph osd ls-tree node2 --format json"))
+    seconds = lab.reboot_inside("node2")
+    health = deployed.health()
+    assert health.returncode == 0, health.stdout[-4000:]
+    assert lab.ssh("node2", "cat /var/lib/zookeeper/myid").strip() == myid
+    assert json.loads(lab.ssh("node1", "ceph osd ls-tree node2 --format json")) == osds
+    assert deployed.module("node1", "corral.cloud.ceph_status")["mons"]["quorum"] == [
+        "node1",
+        "node2",
+        "node3",
+    ]
+    assert deployed.module("node2", "corral.cloud.zookeeper_status")["serving"] is True
+    print(f"\n[site] node2 back from reboot in {seconds:.1f}s; healthy again with the same ids", flush=True)
+
+
+class VipPoller:
+    """GET / on the S3 front end through the VIP every 100 ms; records successes to find the longest gap."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.successes: list[float] = []
+        self.failures = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        session = requests.Session()
+        while not self._stop.is_set():
+            try:
+                if session.get(self.url, timeout=1).status_code == 200:
+                    self.successes.append(time.monotonic())
+                else:
+                    self.failures += 1
+            except requests.RequestException:
+                self.failures += 1
+                session = requests.Session()
+            time.sleep(0.1)
+
+    def __enter__(self) -> VipPoller:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def longest_gap(self) -> float:
+        pairs = zip(self.successes, self.successes[1:], strict=False)
+        return max((b - a for a, b in pairs), default=float("inf"))
+
+
+def vip_holder(deployed: Deployment) -> str:
+    holders = [
+        node
+        for node in ("node1", "node2", "node3")
+        if f'"local":"{deployed.vip()}"' in deployed.lab.ssh(node, "ip -j -4 addr show")
+    ]
+    assert len(holders) == 1, holders
+    return holders[0]
+
+
+ENDPOINT_ACTION = """
+- name: Endpoint {action} on {node}
+  hosts: {node}
+  gather_facts: false
+  tasks:
+    - name: Endpoint {action}
+      ansible.builtin.include_role: {{name: corral.cloud.endpoint, tasks_from: {action}.yml}}
+"""
+
+
+def test_a_drained_vip_moves_before_anything_stops(deployed: Deployment) -> None:
+    holder = vip_holder(deployed)
+    with VipPoller(f"http://{deployed.vip()}:80/") as poller:
+        time.sleep(2)
+        drained = deployed.lab.playbook(ENDPOINT_ACTION.format(action="drain", node=holder))
+        time.sleep(2)
+    assert drained.returncode == 0, drained.stdout[-4000:]
+    assert vip_holder(deployed) != holder
+    undrained = deployed.lab.playbook(ENDPOINT_ACTION.format(action="undrain", node=holder))
+    assert undrained.returncode == 0, undrained.stdout[-4000:]
+    print(
+        f"\n[site] drained VIP move off {holder}: longest gap {poller.longest_gap():.2f}s "
+        f"({len(poller.successes)} ok, {poller.failures} failed, polled every 100 ms)",
+        flush=True,
+    )
+    assert poller.successes
+
+
+def ipmi(deployed: Deployment, node: str, *command: str) -> str:
+    hv = deployed.lab.hostvars(node)
+    bmc = ["-H", str(hv["corral_bmc_address"]), "-p", str(hv["corral_bmc_port"])]
+    login = ["-U", str(hv["corral_bmc_user"]), "-P", str(hv["corral_bmc_password"])]
+    result = subprocess.run(
+        ["ipmitool", "-I", "lanplus", *bmc, *login, *command],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return result.stdout
+
+
+def vip_holders(deployed: Deployment, nodes: list[str]) -> list[str]:
+    return [n for n in nodes if f'"local":"{deployed.vip()}"' in deployed.lab.ssh(n, "ip -j -4 addr show")]
+
+
+def test_the_vip_moves_when_its_holder_is_powered_off_through_its_bmc(deployed: Deployment) -> None:
+    holder = vip_holder(deployed)
+    others = [n for n in ("node1", "node2", "node3") if n != holder]
+    with VipPoller(f"http://{deployed.vip()}:80/") as poller:
+        time.sleep(2)
+        ipmi(deployed, holder, "chassis", "power", "off")
+        deadline = time.monotonic() + 30
+        while (
+            "is off" not in ipmi(deployed, holder, "chassis", "power", "status")
+            and time.monotonic() < deadline
+        ):
+            time.sleep(0.1)
+        off = time.monotonic()
+        while not (vip_holders(deployed, others) and any(t > off + 0.5 for t in poller.successes)):
+            assert time.monotonic() < deadline, "the VIP did not move and answer within 30 s of the power-off"
+            time.sleep(0.2)
+        time.sleep(2)
+    answered_again = [t for t in poller.successes if t > off]
+    print(
+        f"\n[site] hard power-off of VIP holder {holder} through its BMC: "
+        f"longest gap {poller.longest_gap():.2f}s "
+        f"({poller.failures} failed requests); VIP now on {vip_holders(deployed, others)}, "
+        f"S3 answered {answered_again[0] - off:.2f}s after the node was off",
+        flush=True,
+    )
+    assert len(vip_holders(deployed, others)) == 1
+    ipmi(deployed, holder, "chassis", "power", "on")
+    health = deployed.health()
+    assert health.returncode == 0, health.stdout[-4000:]
+
+
+CEPH_HEALTH_ONCE = """
+- name: Ceph health, once
+  hosts: node1
+  gather_facts: false
+  tasks:
+    - name: Ceph health
+      ansible.builtin.include_role: {name: corral.cloud.ceph, tasks_from: health.yml}
+      vars:
+        ceph_health_retries: 1
+        ceph_health_delay: 1
+"""
+
+
+def test_ceph_health_fails_on_a_code_that_is_not_accepted(deployed: Deployment) -> None:
+    lab = deployed.lab
+    lab.ssh("node1", "ceph osd add-noout 0")
+    try:
+        refused = lab.playbook(CEPH_HEALTH_ONCE)
+        accepted = lab.playbook(
+            CEPH_HEALTH_ONCE, "-e", json.dumps({"ceph_health_accepted_checks": ["OSD_FLAGS"]})
+        )
+    finally:
+        lab.ssh("node1", "ceph osd rm-noout 0")
+    assert refused.returncode != 0
+    assert "Ceph is not healthy: HEALTH_WARN (OSD_FLAGS:" in refused.stdout, refused.stdout[-3000:]
+    assert accepted.returncode == 0, accepted.stdout[-3000:]
