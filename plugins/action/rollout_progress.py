@@ -77,7 +77,10 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 "msg": f"corral.cloud.rollout_progress needs corral-updater: {IMPORT_ERROR}",
             }
         _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
-        missing = [name for name in _NEEDS[args["action"]] if args[name] is None]
+        needs = _NEEDS[args["action"]]
+        if self._task.check_mode and args["action"] == "begin":
+            needs = tuple(name for name in needs if name != "token")  # check mode only plans
+        missing = [name for name in needs if args[name] is None]
         if missing:
             return {**result, "failed": True, "msg": f"action={args['action']} needs {', '.join(missing)}"}
         action = args["action"]

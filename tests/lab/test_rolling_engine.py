@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -29,7 +30,7 @@ from tests.integration.zookeeper import ZooKeeperServer
 from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env
 from tests.unit import bundle_kit
 from updater.lab.lab import Lab
-from updater.services.boot import LabBootService, StaleBootToken
+from updater.services.boot import FENCE_DIR, LabBootService, StaleBootToken
 from updater.services.cluster_lock import ClusterLock, StaleToken
 
 V1, V2 = "0.1.0", "0.2.0"
@@ -128,9 +129,11 @@ class Controller:
         return [(b.node, b.image, b.kind) for b in self.session.lab.boots()[count:]]
 
     def reset(self) -> None:
-        """Every node back on v1, no lock, no rollout."""
+        """Every node back on v1, no lock, no rollout. Each test's ZooKeeper starts its token counter at 1, so
+        the boot service's per-node fences (a cluster keeps one ZooKeeper for life) are cleared too."""
         for node in NODES:
             self.session.reset(node)
+            shutil.rmtree(self.session.lab.layout.node_dir(node) / FENCE_DIR, ignore_errors=True)
         for lock in self.lock():
             holder = lock.holder()
             if holder is not None:
