@@ -5,6 +5,10 @@ packages), through the ``lab`` fixture; later issues' lab tests reuse it. It is 
 session even when tests fail (a leftover from a crashed run is removed first). A test that changes a node's
 boot pointer or RAM disk puts it back with :meth:`LabSession.reset`, which re-points the node at the base
 image and power-cycles it into a fresh RAM disk (the state volume stays).
+
+Two sessions on one machine (engineers sharing a host) must not share a lab: set CORRAL_TEST_LAB_NAME
+(1-10 lowercase letters/digits) for the second one. A session refuses to take over a lab that another
+live pytest process is using, instead of tearing it down under it.
 """
 
 from __future__ import annotations
@@ -29,8 +33,8 @@ from updater.lab.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
-# The shared lab. The environment overrides exist for the test that proves teardown after a failing test
-# (it runs a nested session on its own lab); nothing else should set them.
+# The shared lab; the overrides are for a second session on the same host and for the nested session of the
+# teardown-after-failure test.
 LAB_NAME = os.environ.get("CORRAL_TEST_LAB_NAME", "citest")
 LAB_NODES = int(os.environ.get("CORRAL_TEST_LAB_NODES", "3"))
 
@@ -142,6 +146,22 @@ def _remove(lab: Lab) -> None:
         lab.down()
 
 
+def _owner_file(lab: Lab) -> Path:
+    return lab.root / lab.name / "test-session.pid"
+
+
+def _refuse_if_another_session_owns(lab: Lab) -> None:
+    try:
+        pid = int(_owner_file(lab).read_text().strip())
+    except (OSError, ValueError):
+        return
+    if pid != os.getpid() and Path(f"/proc/{pid}").exists():
+        pytest.fail(
+            f"lab {lab.name!r} is in use by another test session (pid {pid}); "
+            "set CORRAL_TEST_LAB_NAME=<another name> to run a second session on this host"
+        )
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[LabSession]:
     """The shared lab `citest` (3 nodes), torn down at the end of the session whatever happened."""
@@ -149,11 +169,13 @@ def lab() -> Iterator[LabSession]:
         pytest.fail("the lab tier runs as root (it creates containers, bridges and loop devices)")
     (ROOT / "build").mkdir(exist_ok=True)
     shared = Lab(LAB_NAME)
+    _refuse_if_another_session_owns(shared)
     _remove(shared)  # a crashed earlier run
     session: LabSession | None = None
     try:
         started = time.monotonic()
         result = shared.up(nodes=LAB_NODES)
+        _owner_file(shared).write_text(f"{os.getpid()}\n")
         print(f"\n[lab] {LAB_NAME}: {LAB_NODES} nodes up in {time.monotonic() - started:.1f}s", flush=True)
         session = LabSession(shared, result.image)
         yield session

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 from tests.lab.conftest import ROOT, LabSession, corral_lab, leftovers
-from updater.lab.lab import Lab
+from updater.lab.image import cache_key
+from updater.lab.lab import DEFAULT_ROLES_DIR, DEFAULT_VERSION, Lab
+from updater.lab.packages import collect
 
 pytestmark = pytest.mark.lab
 
@@ -113,14 +115,16 @@ def test_an_unknown_node_is_refused_naming_the_nodes_there_are(lab: LabSession, 
 
 
 def test_an_image_build_with_an_unknown_package_fails_clearly_and_caches_nothing(lab: LabSession) -> None:
+    # Other sessions may use the shared store meanwhile: look only for what this build could have left.
     store = lab.lab.images.root
-    before = sorted(p.name for p in store.iterdir())
-    keys_before = sorted(p.name for p in (store / "keys").iterdir())
+    builds_before = {p.name for p in store.glob(".build-*")}
+    key = cache_key(collect(DEFAULT_ROLES_DIR, ("corral-no-such-package",)), DEFAULT_VERSION)
     result = corral_lab("image", "build", "--extra-package", "corral-no-such-package")
     assert result.returncode == 1
     assert "unknown Debian package(s): corral-no-such-package (declared by extra)" in result.stderr
-    assert sorted(p.name for p in store.iterdir()) == before
-    assert sorted(p.name for p in (store / "keys").iterdir()) == keys_before
+    assert {p.name for p in store.glob(".build-*")} <= builds_before
+    assert not (store / "keys" / key).exists()
+    assert not any("corral-no-such-package" in m.read_text() for m in store.glob("*/meta.json"))
 
 
 FAILING_TEST = """
@@ -149,3 +153,20 @@ def test_the_shared_lab_is_torn_down_even_when_a_test_fails(tmp_path: Path) -> N
     assert "deliberate failure" in result.stdout
     assert "1 failed" in result.stdout
     assert leftovers("citestf", 0) == []
+
+
+def test_a_second_session_refuses_to_take_over_a_lab_in_use(lab: LabSession, tmp_path: Path) -> None:
+    (tmp_path / "test_second.py").write_text(FAILING_TEST)
+    env = {**os.environ, "CORRAL_TEST_LAB_NAME": lab.name}
+    result = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_second.py")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode != 0
+    assert f"lab '{lab.name}' is in use by another test session (pid {os.getpid()})" in result.stdout
+    assert [s.state for s in lab.lab.status()] == ["RUNNING"] * 3
