@@ -39,6 +39,11 @@ LAB_NAME = os.environ.get("CORRAL_TEST_LAB_NAME", "citest")
 LAB_NODES = int(os.environ.get("CORRAL_TEST_LAB_NODES", "3"))
 
 
+def side_lab(suffix: str) -> str:
+    """The name of an extra lab a test makes, derived from this session's lab (citest -> citestb)."""
+    return LAB_NAME[: 10 - len(suffix)] + suffix
+
+
 def ansible_env() -> dict[str, str]:
     return {
         **os.environ,

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import ROOT, LabSession, corral_lab, leftovers
+from tests.lab.conftest import ROOT, LabSession, corral_lab, leftovers, side_lab
 from updater.lab.image import cache_key
 from updater.lab.lab import DEFAULT_ROLES_DIR, DEFAULT_VERSION, Lab
 from updater.lab.packages import collect
 
 pytestmark = pytest.mark.lab
+
+SECOND, SCRATCH, NESTED = side_lab("b"), side_lab("c"), side_lab("f")
 
 
 def test_up_again_changes_nothing_and_restarts_no_node(lab: LabSession) -> None:
@@ -26,11 +28,11 @@ def test_up_again_changes_nothing_and_restarts_no_node(lab: LabSession) -> None:
 
 
 def test_two_labs_run_side_by_side_and_down_of_one_leaves_the_other_untouched(lab: LabSession) -> None:
-    other = Lab("citest2")
+    other = Lab(SECOND)
     if (other.root / other.name).exists():
         other.down()
     try:
-        result = corral_lab("--lab", "citest2", "up", "--nodes", "1", "--disks", "1", "--disk-size", "1")
+        result = corral_lab("--lab", SECOND, "up", "--nodes", "1", "--disks", "1", "--disk-size", "1")
         assert result.returncode == 0, result.stderr
         index = other.config().index
         assert index != lab.lab.config().index
@@ -38,26 +40,26 @@ def test_two_labs_run_side_by_side_and_down_of_one_leaves_the_other_untouched(la
         assert other.address("node1") != lab.lab.address("node1")
         boot_ids = {n: lab.boot_id(n) for n in ("node1", "node2", "node3")}
     finally:
-        down = corral_lab("--lab", "citest2", "down")
+        down = corral_lab("--lab", SECOND, "down")
     assert down.returncode == 0, down.stderr
-    assert leftovers("citest2", index) == []
+    assert leftovers(SECOND, index) == []
     assert {n: lab.boot_id(n) for n in boot_ids} == boot_ids
     assert [s.state for s in lab.lab.status()] == ["RUNNING"] * 3
     assert all("(running)" in s.bmc for s in lab.lab.status())
 
 
 def test_down_leaves_no_container_mount_loop_device_bridge_bmc_rule_or_cgroup() -> None:
-    scratch = Lab("citest3")
+    scratch = Lab(SCRATCH)
     if (scratch.root / scratch.name).exists():
         scratch.down()
     try:
         scratch.up(nodes=1, disks_per_node=2, disk_size_gib=1)
         index = scratch.config().index
         assert not scratch.up(nodes=1).changed  # settings not given are kept, not reset to defaults
-        assert leftovers("citest3", index) != []  # the check sees a running lab...
+        assert leftovers(SCRATCH, index) != []  # the check sees a running lab...
     finally:
         scratch.down()
-    assert leftovers("citest3", index) == []  # ...and nothing once it is down
+    assert leftovers(SCRATCH, index) == []  # ...and nothing once it is down
     assert not scratch.down()  # a second down has nothing to do
 
 
@@ -139,7 +141,7 @@ def test_that_fails_while_the_lab_is_up(lab):
 
 def test_the_shared_lab_is_torn_down_even_when_a_test_fails(tmp_path: Path) -> None:
     (tmp_path / "test_fails.py").write_text(FAILING_TEST)
-    env = {**os.environ, "CORRAL_TEST_LAB_NAME": "citestf", "CORRAL_TEST_LAB_NODES": "1"}
+    env = {**os.environ, "CORRAL_TEST_LAB_NAME": NESTED, "CORRAL_TEST_LAB_NODES": "1"}
     result = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tmp_path / "test_fails.py")],
         cwd=ROOT,
@@ -152,7 +154,7 @@ def test_the_shared_lab_is_torn_down_even_when_a_test_fails(tmp_path: Path) -> N
     assert result.returncode == 1, result.stdout[-3000:]
     assert "deliberate failure" in result.stdout
     assert "1 failed" in result.stdout
-    assert leftovers("citestf", 0) == []
+    assert leftovers(NESTED, 0) == []
 
 
 def test_a_second_session_refuses_to_take_over_a_lab_in_use(lab: LabSession, tmp_path: Path) -> None:

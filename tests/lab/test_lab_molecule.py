@@ -7,11 +7,12 @@ import subprocess
 
 import pytest
 
-from tests.lab.conftest import ROOT, VENV_BIN, leftovers
+from tests.lab.conftest import ROOT, VENV_BIN, leftovers, side_lab
 from updater.lab.lab import Lab
 
 pytestmark = pytest.mark.lab
 
+MOLECULE_LAB = side_lab("m")
 SCENARIO = ROOT / "tests" / "molecule" / "selftest"
 
 
@@ -20,7 +21,7 @@ def test_molecule_test_converges_and_verifies_on_a_lab_node_then_destroys_it() -
         **os.environ,
         "PATH": f"{VENV_BIN}:{os.environ.get('PATH', '/usr/bin:/bin')}",
         "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
-        "CORRAL_MOLECULE_LAB": "citestmol",
+        "CORRAL_MOLECULE_LAB": MOLECULE_LAB,
         "NO_COLOR": "1",
     }
     result = subprocess.run(
@@ -36,5 +37,5 @@ def test_molecule_test_converges_and_verifies_on_a_lab_node_then_destroys_it() -
     assert result.returncode == 0, output[-4000:]
     for step in ("create", "converge", "idempotence", "verify", "destroy"):
         assert f"{step}: Executed: Successful" in output
-    assert not Lab("citestmol").exists()
-    assert leftovers("citestmol", 0) == []
+    assert not Lab(MOLECULE_LAB).exists()
+    assert leftovers(MOLECULE_LAB, 0) == []
