@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import tempfile
 import time
@@ -167,6 +168,10 @@ def _refuse_if_another_session_owns(lab: Lab) -> None:
         )
 
 
+def _interrupt_on_sigterm(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")  # pytest then still tears the session's fixtures down
+
+
 @pytest.fixture(scope="session")
 def lab() -> Iterator[LabSession]:
     """The shared lab `citest` (3 nodes), torn down at the end of the session whatever happened."""
@@ -177,6 +182,8 @@ def lab() -> Iterator[LabSession]:
     _refuse_if_another_session_owns(shared)
     _remove(shared)  # a crashed earlier run
     session: LabSession | None = None
+    # A CI timeout or `timeout` sends SIGTERM: turn it into an interrupt so the lab is still torn down.
+    previous = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
     try:
         started = time.monotonic()
         result = shared.up(nodes=LAB_NODES)
@@ -189,6 +196,7 @@ def lab() -> Iterator[LabSession]:
         store = ImageStore()
         for image in session.derived if session else []:
             store.remove(image)
+        signal.signal(signal.SIGTERM, previous)
 
 
 # --- what a lab may leave behind (the teardown contract) ----------------------------------------------------

@@ -4,6 +4,7 @@ refused with a clear message and nothing half-made."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from updater.lab.packages import collect
 
 pytestmark = pytest.mark.lab
 
-SECOND, SCRATCH, NESTED = side_lab("b"), side_lab("c"), side_lab("f")
+SECOND, SCRATCH, NESTED, KILLED = side_lab("b"), side_lab("c"), side_lab("f"), side_lab("k")
 
 
 def test_up_again_changes_nothing_and_restarts_no_node(lab: LabSession) -> None:
@@ -172,3 +173,50 @@ def test_a_second_session_refuses_to_take_over_a_lab_in_use(lab: LabSession, tmp
     assert result.returncode != 0
     assert f"lab '{lab.name}' is in use by another test session (pid {os.getpid()})" in result.stdout
     assert [s.state for s in lab.lab.status()] == ["RUNNING"] * 3
+
+
+HANGING_TEST = """
+import time
+
+from tests.lab.conftest import lab  # noqa: F401 - the shared fixture, as every lab test uses it
+
+
+def test_that_hangs_while_the_lab_is_up(lab):
+    print("LAB-IS-UP", flush=True)
+    time.sleep(600)
+"""
+
+
+def test_the_shared_lab_is_torn_down_when_the_run_is_killed_with_sigterm(tmp_path: Path) -> None:
+    (tmp_path / "test_hangs.py").write_text(HANGING_TEST)
+    env = {**os.environ, "CORRAL_TEST_LAB_NAME": KILLED, "CORRAL_TEST_LAB_NODES": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-s",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path / "test_hangs.py"),
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    try:
+        for line in proc.stdout:
+            if "LAB-IS-UP" in line:
+                break
+        assert Lab(KILLED).exists()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert leftovers(KILLED, 0) == []
