@@ -381,3 +381,69 @@ def test_ceph_health_fails_on_a_code_that_is_not_accepted(deployed: Deployment) 
     assert refused.returncode != 0
     assert "Ceph is not healthy: HEALTH_WARN (OSD_FLAGS:" in refused.stdout, refused.stdout[-3000:]
     assert accepted.returncode == 0, accepted.stdout[-3000:]
+
+
+ROLE_ACTION = """
+- name: {role} {action} on {node}
+  hosts: {node}
+  gather_facts: false
+  tasks:
+    - name: {role} {action}
+      ansible.builtin.include_role: {{name: corral.cloud.{role}, tasks_from: {action}.yml}}
+"""
+
+
+def role_action(deployed: Deployment, role: str, action: str, node: str) -> Any:
+    return deployed.lab.playbook(ROLE_ACTION.format(role=role, action=action, node=node))
+
+
+def noout_flags(deployed: Deployment) -> list[str]:
+    status = deployed.module("node1", "corral.cloud.ceph_status", {"detail": True})
+    flags: list[str] = status["health"]["checks"].get("OSD_FLAGS", {}).get("detail", [])
+    return flags
+
+
+def test_ceph_drain_sets_noout_for_this_node_only_and_undrain_clears_it(deployed: Deployment) -> None:
+    (osd,) = json.loads(deployed.lab.ssh("node1", "ceph osd ls-tree node3 --format json"))
+    drained = role_action(deployed, "ceph", "drain", "node3")
+    assert drained.returncode == 0, drained.stdout[-4000:]
+    assert noout_flags(deployed) == [f"osd.{osd} has flags noout"]
+    undrained = role_action(deployed, "ceph", "undrain", "node3")
+    assert undrained.returncode == 0, undrained.stdout[-4000:]
+    assert noout_flags(deployed) == []
+
+
+def test_ceph_drain_refuses_and_undoes_itself_when_data_would_become_unavailable(
+    deployed: Deployment,
+) -> None:
+    lab = deployed.lab
+    (osd1,) = json.loads(lab.ssh("node1", "ceph osd ls-tree node1 --format json"))
+    lab.ssh("node1", f"systemctl stop ceph-osd@{osd1}")
+    try:
+        refused = role_action(deployed, "ceph", "drain", "node2")
+        flags = noout_flags(deployed)
+    finally:
+        lab.ssh("node1", f"systemctl start ceph-osd@{osd1}")
+    assert refused.returncode != 0
+    assert "Ceph refuses to let node2 stop" in refused.stdout, refused.stdout[-4000:]
+    assert "unsafe to stop osd(s)" in refused.stdout
+    assert flags == []  # the drain's noout was undone
+    health = deployed.health()
+    assert health.returncode == 0, health.stdout[-4000:]
+
+
+def test_zookeeper_drain_refuses_when_the_quorum_would_be_lost(deployed: Deployment) -> None:
+    lab = deployed.lab
+    allowed = role_action(deployed, "zookeeper", "drain", "node3")
+    assert allowed.returncode == 0, allowed.stdout[-4000:]
+    lab.ssh("node1", "systemctl stop zookeeper")
+    try:
+        refused = role_action(deployed, "zookeeper", "drain", "node2")
+    finally:
+        lab.ssh("node1", "systemctl start zookeeper")
+    assert refused.returncode != 0
+    assert (
+        "draining node2 would lose the ZooKeeper quorum: 1 of 3 members would keep serving" in refused.stdout
+    )
+    undrained = role_action(deployed, "zookeeper", "undrain", "node1")
+    assert undrained.returncode == 0, undrained.stdout[-4000:]

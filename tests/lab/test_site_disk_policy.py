@@ -76,8 +76,10 @@ def playbook(lab: Lab, *args: str) -> Any:
     )
 
 
+# Ceph up to its OSDs only (a one-node pool cannot have the role's replication): precheck, configuration,
+# keys, monitor, manager, OSDs.
 ONE_NODE_CEPH = """
-- name: Node base and Ceph on one node
+- name: Node base and Ceph's OSDs on one node
   hosts: nodes
   gather_facts: false
   tasks:
@@ -85,8 +87,9 @@ ONE_NODE_CEPH = """
       ansible.builtin.setup:
     - name: Node base
       ansible.builtin.include_role: {name: corral.cloud.node_base}
-    - name: Ceph
-      ansible.builtin.include_role: {name: corral.cloud.ceph}
+    - name: Ceph up to its OSDs
+      ansible.builtin.include_role: {name: corral.cloud.ceph, tasks_from: "{{ item }}"}
+      loop: [precheck.yml, config.yml, keys.yml, mon.yml, mgr.yml, osd.yml]
 """
 
 
@@ -101,12 +104,7 @@ def test_foreign_content_is_untouched_and_the_blank_disk_becomes_an_osd(disk_lab
     build.mkdir(exist_ok=True)
     converge = build / "rdisk-converge.yml"
     converge.write_text(ONE_NODE_CEPH)
-    extra = {
-        "corral_quorum_members": ["node1"],
-        "ceph_pool_size": 1,
-        "ceph_pool_min_size": 1,
-        "ceph_health_accepted_checks": ["POOL_NO_REDUNDANCY"],
-    }
+    extra = {"corral_quorum_members": ["node1"], "ceph_pool_size": 1}
     result = playbook(disk_lab, str(converge), "-e", json.dumps(extra))
     converge.unlink()
     assert result.returncode == 0, result.stdout[-5000:]
