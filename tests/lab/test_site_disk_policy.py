@@ -17,12 +17,12 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.lab.conftest import ROOT, VENV_BIN, ansible_env
+from tests.lab.conftest import ROOT, VENV_BIN, ansible_env, side_lab
 from updater.lab.lab import Lab
 
 pytestmark = pytest.mark.lab
 
-LAB_NAME = "rdisk"
+LAB_NAME = side_lab("d")
 FOREIGN_FSID = str(uuid.uuid4())
 
 
