@@ -119,7 +119,9 @@ def test_foreign_content_is_untouched_and_the_blank_disk_becomes_an_osd(disk_lab
     for kind in ("ext4", "gpt", "foreign"):
         assert after[kinds[kind]] == before[kinds[kind]], kind
     assert "TYPE=ceph_bluestore" in after[kinds["blank"]]
-    osds = json.loads(disk_lab.run_on("node1", "ceph osd ls-tree node1 --format json"))
+    # `ceph osd ls`, not `ls-tree node1`: the OSD id exists from `ceph-volume prepare` on, while the host's
+    # CRUSH bucket appears only once the daemon has booted (a race on a loaded machine).
+    osds = json.loads(disk_lab.run_on("node1", "ceph osd ls --format json"))
     assert len(osds) == 1
     label = json.loads(disk_lab.run_on("node1", f"ceph-bluestore-tool show-label --dev {kinds['blank']}"))
     assert label[kinds["blank"]]["whoami"] == str(osds[0])
