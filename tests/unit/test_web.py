@@ -625,3 +625,17 @@ def test_overview_reads_an_ansible_inventory_file_through_ansible_inventory(tmp_
     broken = site.client().get("/api/v1/status", headers=bearer(site.viewer_token)).get_json()
     assert broken["nodes"] == []
     assert broken["problems"][0].startswith("inventory: ansible-inventory could not read the inventory")
+
+
+def test_an_id_beyond_what_the_database_holds_is_a_bad_request_not_a_crash(site: Site) -> None:
+    """Found by the API fuzzing: a 20-digit `before` overflowed SQLite's integer and answered 500."""
+    client = site.client()
+    huge = str(2**64)
+    for url in (
+        f"/api/v1/audit?before={huge}",
+        f"/api/v1/rollouts/x/log?after={huge}",
+        "/api/v1/audit?limit=x",
+    ):
+        response = client.get(url, headers=bearer(site.operator_token))
+        assert response.status_code == 400, (url, response.get_data(as_text=True))
+        assert "must be a whole number" in response.get_data(as_text=True)

@@ -18,6 +18,7 @@ from updater.store.db import transaction
 from updater.store.models import AuditEntry, Outcome, Release, Role, Rollout, User
 from updater.web.context import web_context
 from updater.web.openapi import openapi_document
+from updater.web.params import int_arg
 from updater.web.security import load_token_user, public, requires
 
 api = Blueprint("api", __name__, url_prefix="/api/v1")
@@ -151,9 +152,7 @@ def releases() -> ResponseReturnValue:
 @api.get("/rollouts")
 @requires(Role.VIEWER)
 def rollouts() -> ResponseReturnValue:
-    limit = request.args.get("limit", default=50, type=int)
-    if limit is None or not 1 <= limit <= 500:
-        raise BadRequest("limit must be a whole number from 1 to 500")
+    limit = int_arg("limit", default=50, minimum=1, maximum=500) or 50
     with transaction(web_context().sessions) as db:
         return jsonify({"rollouts": [rollout_json(r) for r in queries.list_rollouts(db, limit=limit)]})
 
@@ -171,15 +170,13 @@ def rollout(rollout_id: str) -> ResponseReturnValue:
 @api.get("/rollouts/<rollout_id>/log")
 @requires(Role.VIEWER)
 def rollout_log(rollout_id: str) -> ResponseReturnValue:
-    after = request.args.get("after", default=-1, type=int)
-    if after is None:
-        raise BadRequest("after must be a whole number")
+    after = int_arg("after")
     with transaction(web_context().sessions) as db:
         try:
             queries.get_rollout(db, rollout_id)
         except queries.NotFound as error:
             raise NotFound(str(error)) from None
-        lines = queries.log_lines(db, rollout_id, after_seq=after)
+        lines = queries.log_lines(db, rollout_id, after_seq=-1 if after is None else after)
         return jsonify(
             {"lines": [{"seq": x.seq, "node": x.node, "stream": x.stream, "text": x.text} for x in lines]}
         )
@@ -188,10 +185,8 @@ def rollout_log(rollout_id: str) -> ResponseReturnValue:
 @api.get("/audit")
 @requires(Role.VIEWER)
 def audit_log() -> ResponseReturnValue:
-    limit = request.args.get("limit", default=100, type=int)
-    before = request.args.get("before", type=int)
-    if limit is None or not 1 <= limit <= 1000:
-        raise BadRequest("limit must be a whole number from 1 to 1000")
+    limit = int_arg("limit", default=100, minimum=1, maximum=1000) or 100
+    before = int_arg("before")
     with transaction(web_context().sessions) as db:
         return jsonify(
             {"entries": [audit_json(e) for e in queries.list_audit(db, limit=limit, before_id=before)]}

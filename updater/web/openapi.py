@@ -229,7 +229,11 @@ def _paths() -> dict[str, Any]:
     }
     paging = [
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
-        {"name": "before", "in": "query", "schema": {"type": "integer"}},
+        {
+            "name": "before",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+        },
     ]
     return {
         "/api/v1/openapi.json": {
@@ -258,7 +262,14 @@ def _paths() -> dict[str, Any]:
         "/api/v1/rollouts/{rollout_id}/log": _get(
             "A rollout's log lines after a sequence number",
             _array("lines", "LogLine"),
-            parameters=[_ROLLOUT_ID, {"name": "after", "in": "query", "schema": {"type": "integer"}}],
+            parameters=[
+                _ROLLOUT_ID,
+                {
+                    "name": "after",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1},
+                },
+            ],
             errors=(400, 404),
         ),
         "/api/v1/audit": _get(

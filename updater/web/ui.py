@@ -15,6 +15,7 @@ from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Outcome, Role
 from updater.web.context import web_context
+from updater.web.params import int_arg
 from updater.web.security import (
     SessionExpired,
     check_csrf,
@@ -120,7 +121,7 @@ def rollout(rollout_id: str) -> str:
 @ui.route("/audit")
 @requires(Role.VIEWER)
 def audit_log() -> str:
-    before = request.args.get("before", type=int)
+    before = int_arg("before")
     with transaction(web_context().sessions) as db:
         entries = queries.list_audit(db, limit=100, before_id=before)
     return render_template("audit.html", entries=entries)
