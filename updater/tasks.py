@@ -18,6 +18,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 from sqlalchemy.orm import Session, sessionmaker
 
+from updater import tasks_release, tasks_rollout
 from updater.config import ServiceConfig, known_secrets
 from updater.services import audit, auth, channel_check
 from updater.store.db import make_engine, session_factory
@@ -38,6 +39,9 @@ class _Database:
         self._url = url
         self._engine: sa.Engine | None = None
         self._sessions: sessionmaker[Session] | None = None
+
+    def sessions_factory(self) -> sessionmaker[Session]:
+        return self.sessions
 
     @property
     def sessions(self) -> sessionmaker[Session]:
@@ -103,6 +107,8 @@ def _register_tasks(app: Celery, config: ServiceConfig) -> None:
 
     app.task(name=TASK_RECORD_AUDIT)(record_audit)
     app.task(name=TASK_CHECK_CHANNEL)(check_channel)
+    tasks_release.register(app, config, database.sessions_factory)
+    tasks_rollout.register(app, config, database.sessions_factory)
 
 
 def _redact_celery_logs(logger: logging.Logger, *_args: Any, **_kwargs: Any) -> None:

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from updater.cli import release_commands, rollout_commands
 from updater.config import (
     HOME_ENV,
     SETTINGS_FILE,
@@ -487,6 +488,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_init(commands)
     _add_accounts(commands)
     _add_reading_and_processes(commands)
+    release_commands.add_commands(commands)
+    rollout_commands.add_commands(commands)
     return parser
 
 
@@ -494,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
-    except REFUSALS as error:
+    except (*REFUSALS, *release_commands.REFUSALS, *rollout_commands.REFUSALS) as error:
         print(f"corral-updater: {error}", file=sys.stderr)
         return 2
     return result
