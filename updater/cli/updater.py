@@ -54,7 +54,7 @@ class UsageError(Exception):
     """Refused input or state; the message says what to do."""
 
 
-REFUSALS = (
+REFUSALS: tuple[type[Exception], ...] = (
     UsageError,
     ConfigError,
     StoreError,
@@ -497,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
-    except (*REFUSALS, *release_commands.REFUSALS, *rollout_commands.REFUSALS) as error:
+    except REFUSALS + release_commands.REFUSALS + rollout_commands.REFUSALS as error:
         print(f"corral-updater: {error}", file=sys.stderr)
         return 2
     return result
