@@ -18,7 +18,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 from sqlalchemy.orm import Session, sessionmaker
 
-from updater import tasks_release, tasks_rollout
+from updater import tasks_channel, tasks_release, tasks_rollout
 from updater.config import ServiceConfig, known_secrets
 from updater.services import audit, auth, channel_check
 from updater.store.db import make_engine, session_factory
@@ -107,6 +107,7 @@ def _register_tasks(app: Celery, config: ServiceConfig) -> None:
 
     app.task(name=TASK_RECORD_AUDIT)(record_audit)
     app.task(name=TASK_CHECK_CHANNEL)(check_channel)
+    tasks_channel.register(app, config, database.sessions_factory)
     tasks_release.register(app, config, database.sessions_factory)
     tasks_rollout.register(app, config, database.sessions_factory)
 

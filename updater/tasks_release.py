@@ -1,4 +1,4 @@
-"""Release tasks: download from the channel (resumable, with progress), verify-and-stage of an upload.
+"""Release tasks: verify and stage an uploaded (imported) bundle.
 
 Thin adapters: each task only calls service functions (see :mod:`updater.tasks` for the app and its rules).
 """
