@@ -403,14 +403,18 @@ ROLE_ACTION = """
 - name: {role} {action} on {node}
   hosts: {node}
   gather_facts: false
+  vars: {vars}
   tasks:
     - name: {role} {action}
       ansible.builtin.include_role: {{name: corral.cloud.{role}, tasks_from: {action}.yml}}
 """
 
 
-def role_action(deployed: Deployment, role: str, action: str, node: str) -> Any:
-    return deployed.lab.playbook(ROLE_ACTION.format(role=role, action=action, node=node))
+def role_action(
+    deployed: Deployment, role: str, action: str, node: str, variables: dict[str, Any] | None = None
+) -> Any:
+    play = ROLE_ACTION.format(role=role, action=action, node=node, vars=json.dumps(variables or {}))
+    return deployed.lab.playbook(play)
 
 
 def noout_flags(deployed: Deployment) -> list[str]:
@@ -440,7 +444,9 @@ def test_ceph_drain_refuses_and_undoes_itself_when_data_would_become_unavailable
         while deployed.module("node1", "corral.cloud.ceph_status")["osds"]["up"] != 2:
             assert time.monotonic() < deadline, f"osd.{osd1} was not marked down within 60 s"
             time.sleep(1)
-        refused = role_action(deployed, "ceph", "drain", "node2")
+        # Ceph would say "not yet" for ever here: ask twice, not for the default two minutes.
+        quick = {"ceph_drain_retries": 1, "ceph_drain_delay": 1}
+        refused = role_action(deployed, "ceph", "drain", "node2", quick)
         flags = noout_flags(deployed)
     finally:
         lab.ssh("node1", f"systemctl start ceph-osd@{osd1}")
