@@ -259,3 +259,110 @@ def test_bad_names_are_refused_before_anything_is_written(client: KazooClient, r
     holder = lock.acquire("rollout-a", "worker")
     with pytest.raises(ValueError, match="invalid node name"):
         lock.write_progress(holder.token, "rollout-a", bad, NodeProgress())
+
+
+def test_the_nodes_of_one_batch_move_at_the_same_time_and_no_move_is_lost(
+    zookeeper: ZooKeeperServer, root: str
+) -> None:
+    """Domain batches run their nodes in parallel: each node's transition is a read-modify-write of the
+    rollout record, checked against the record's version, so concurrent moves are all kept."""
+    locations = [NodeLocation(f"r{r}n{n}", "site1", f"rack{r}") for r in (1, 2, 3) for n in (1, 2, 3)]
+    inventory = build_inventory(locations, quorum_override=["r1n1", "r2n1", "r3n1"])
+    plan = plan_rollout(inventory, "v2", batch_mode="domain", crush_failure_domain="rack")
+    batch = next(step.nodes for step in plan.steps if len(step.nodes) > 1)
+    assert len(batch) == 2
+    setup = connect(zookeeper.hosts)
+    try:
+        lock = ClusterLock(setup, root=root)
+        holder = lock.acquire("rollout-batch", "worker")
+        rollout = Rollout.create("rollout-batch", inventory, plan)
+        rollout.start()
+        lock.write_rollout(holder.token, rollout)
+    finally:
+        setup.stop()
+        setup.close()
+    start = threading.Barrier(len(batch))
+    errors: list[BaseException] = []
+
+    def walk(node: str) -> None:
+        worker = connect(zookeeper.hosts)
+        try:
+            own = ClusterLock(worker, root=root)
+            start.wait()
+            for state in (NodeState.DRAINING, NodeState.DRAINED, NodeState.REBOOTING):
+                own.update_rollout(
+                    holder.token,
+                    "rollout-batch",
+                    lambda r, s=state: r.move_node(node, s),
+                    progress_of=node,
+                )
+        except BaseException as error:  # the assertion below shows it
+            errors.append(error)
+        finally:
+            worker.stop()
+            worker.close()
+
+    threads = [threading.Thread(target=walk, args=(node,)) for node in batch]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    check = connect(zookeeper.hosts)
+    try:
+        lock = ClusterLock(check, root=root)
+        record = lock.read_rollout("rollout-batch")
+        assert record is not None
+        assert sorted(record.executed) == sorted(batch)
+        assert {node: record.nodes[node].state for node in batch} == dict.fromkeys(batch, NodeState.REBOOTING)
+        assert {node: lock.read_progress("rollout-batch")[node].state for node in batch} == dict.fromkeys(
+            batch, NodeState.REBOOTING
+        )
+        # A worker whose token is stale cannot move anything, even with a fresh read of the record.
+        newer = lock.acquire("rollout-batch", "restarted worker")
+        with pytest.raises(StaleToken):
+            lock.update_rollout(
+                holder.token, "rollout-batch", lambda r: r.move_node(batch[0], NodeState.VERIFYING)
+            )
+        assert newer.token == holder.token + 1
+    finally:
+        check.stop()
+        check.close()
+
+
+def test_a_move_that_raced_another_is_applied_again_on_the_fresh_record(
+    zookeeper: ZooKeeperServer, client: KazooClient, root: str
+) -> None:
+    """Deterministic interleaving: while node A's change is being computed, node B's move commits first.
+    A's first commit fails on the record's version; A re-reads and re-applies; both moves are kept."""
+    locations = [NodeLocation(f"r{r}n{n}", "site1", f"rack{r}") for r in (1, 2, 3) for n in (1, 2, 3)]
+    inventory = build_inventory(locations, quorum_override=["r1n1", "r2n1", "r3n1"])
+    plan = plan_rollout(inventory, "v2", batch_mode="domain", crush_failure_domain="rack")
+    first, second = next(step.nodes for step in plan.steps if len(step.nodes) > 1)
+    lock = ClusterLock(client, root=root)
+    holder = lock.acquire("rollout-race", "worker")
+    rollout = Rollout.create("rollout-race", inventory, plan)
+    rollout.start()
+    lock.write_rollout(holder.token, rollout)
+    other = connect(zookeeper.hosts)
+    calls: list[int] = []
+    try:
+        rival = ClusterLock(other, root=root)
+
+        def move_first(record: Rollout) -> None:
+            calls.append(len(record.executed))
+            if len(calls) == 1:  # B commits between A's read and A's commit
+                rival.update_rollout(
+                    holder.token, "rollout-race", lambda r: r.move_node(second, NodeState.DRAINING)
+                )
+            record.move_node(first, NodeState.DRAINING)
+
+        lock.update_rollout(holder.token, "rollout-race", move_first, progress_of=first)
+    finally:
+        other.stop()
+        other.close()
+    assert calls == [0, 1]  # applied twice: on the stale record, then on the one that has B's move
+    record = lock.read_rollout("rollout-race")
+    assert record is not None
+    assert record.executed == [second, first]
+    assert lock.read_progress("rollout-race")[first].state is NodeState.DRAINING

@@ -22,7 +22,7 @@ import json
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from kazoo.client import KazooClient
 from kazoo.exceptions import BadVersionError, NodeExistsError, NoNodeError, RolledBackError
@@ -32,6 +32,7 @@ from updater.domain.states import NodeProgress
 
 DEFAULT_ROOT = "/corral/update"
 _ATTEMPTS = 20
+_T = TypeVar("_T")
 
 
 class LockError(RuntimeError):
@@ -261,6 +262,54 @@ class ClusterLock:
         self.fenced_write(
             token, f"{self._rollout_path(rollout.rollout_id)}/record", json.dumps(rollout.to_dict()).encode()
         )
+
+    def update_rollout(
+        self, token: int, rollout_id: str, change: Callable[[Rollout], _T], *, progress_of: str | None = None
+    ) -> _T:
+        """Read the rollout's record, apply ``change`` to it and write it back, fenced by ``token`` and by the
+        record's version: the nodes of one batch move at the same time, and no move may overwrite another.
+        When ``progress_of`` names a node, its progress record is written in the same transaction.
+
+        ``change`` may raise (a refused transition): nothing is written then.
+        """
+        path = f"{self._rollout_path(rollout_id)}/record"
+        for _ in range(_ATTEMPTS):
+            try:
+                raw, stat = self.client.get(path)
+            except NoNodeError:
+                raise LockError(f"rollout {rollout_id} has no record: it was never begun") from None
+            rollout = Rollout.from_dict(json.loads(raw))
+            result = change(rollout)
+            transaction = self.client.transaction()
+            transaction.check(self.token_path, version=token)
+            transaction.set_data(path, json.dumps(rollout.to_dict()).encode(), version=stat.version)
+            if progress_of is not None:
+                self._add_progress_write(transaction, rollout_id, progress_of, rollout.nodes[progress_of])
+            failure = _failure(transaction.commit())
+            if failure is None:
+                return result
+            if isinstance(failure, BadVersionError) and self.current_token() != token:
+                raise StaleToken(
+                    f"update of rollout {rollout_id} refused: fencing token {token} is stale (token "
+                    f"{self.current_token()} was issued since; another worker or rollout owns the cluster)"
+                ) from failure
+            if not isinstance(failure, BadVersionError | NodeExistsError | NoNodeError):
+                raise failure
+            # Another node of the batch moved between our read and our commit: read again and re-apply.
+        raise LockError(
+            f"could not update rollout {rollout_id} after {_ATTEMPTS} attempts (heavy contention)"
+        )
+
+    def _add_progress_write(
+        self, transaction: Any, rollout_id: str, node: str, progress: NodeProgress
+    ) -> None:
+        path = f"{self._rollout_path(rollout_id)}/nodes/{_valid_name('node name', node)}"
+        self.client.ensure_path(path.rsplit("/", 1)[0])
+        value = json.dumps(progress.to_dict()).encode()
+        if self.client.exists(path) is None:
+            transaction.create(path, value)
+        else:
+            transaction.set_data(path, value)
 
     def read_rollout(self, rollout_id: str) -> Rollout | None:
         data = self._read_json(f"{self._rollout_path(rollout_id)}/record")
