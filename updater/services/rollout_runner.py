@@ -17,6 +17,7 @@ Nothing here prints or returns a secret: the entitlement key is read from its fi
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import selectors
 import shutil
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from kazoo.client import KazooClient
+from kazoo.exceptions import NodeExistsError, NoNodeError
 from kazoo.handlers.threading import KazooTimeoutError
 
 from updater.domain.errors import VerificationError
@@ -435,6 +437,136 @@ def finish_rollout(lock: ClusterLock, token: int, rollout_id: str, outcome: str,
 
 def progress_dicts(lock: ClusterLock, rollout_id: str) -> dict[str, dict[str, str | None]]:
     return {name: record.to_dict() for name, record in lock.read_progress(rollout_id).items()}
+
+
+# --- operator control: pause / abort, checked before each node ----------------------------------------------
+# ``rollouts/<id>/control`` holds an operator's request (JSON: action, actor, at). The per-node play checks it
+# before it starts a node (``rollout_progress`` action ``control``), so the node in progress always finishes
+# whole, and the same control works for a run of the playbook by hand. It is operator intent, not a node
+# change, so it is written without the fencing token; applying it (pausing or aborting the record) is fenced.
+CONTROL_ACTIONS = ("pause", "abort")
+
+
+def _rollout_child(lock: ClusterLock, rollout_id: str, leaf: str) -> str:
+    if not rollout_id or "/" in rollout_id or rollout_id in {".", ".."}:
+        raise RolloutRunnerError(f"invalid rollout id {rollout_id!r}")
+    return f"{lock.root}/rollouts/{rollout_id}/{leaf}"
+
+
+def request_control(lock: ClusterLock, rollout_id: str, action: str, actor: str, at: float) -> None:
+    """Ask the run of ``rollout_id`` to ``pause`` or ``abort`` once the node in progress is done."""
+    if action not in CONTROL_ACTIONS:
+        raise RolloutRunnerError(f"unknown control {action!r}: {' or '.join(CONTROL_ACTIONS)}")
+    path = _rollout_child(lock, rollout_id, "control")
+    value = json.dumps({"action": action, "actor": actor, "at": at}).encode()
+    lock.client.ensure_path(path.rsplit("/", 1)[0])
+    try:
+        lock.client.create(path, value)
+    except NodeExistsError:
+        lock.client.set(path, value)
+
+
+def read_control(lock: ClusterLock, rollout_id: str) -> dict[str, Any] | None:
+    try:
+        raw, _ = lock.client.get(_rollout_child(lock, rollout_id, "control"))
+    except NoNodeError:
+        return None
+    data = json.loads(raw) if raw else None
+    return dict(data) if isinstance(data, dict) and data.get("action") in CONTROL_ACTIONS else None
+
+
+def clear_control(lock: ClusterLock, rollout_id: str) -> None:
+    with contextlib.suppress(NoNodeError):
+        lock.client.delete(_rollout_child(lock, rollout_id, "control"))
+
+
+def apply_control(lock: ClusterLock, token: int, rollout_id: str) -> dict[str, Any] | None:
+    """Called before a node starts: pause the rollout (it keeps the lock) or abort it (it releases the lock)
+    when an operator asked for it; ``None`` (and nothing written) when nobody did."""
+    control = read_control(lock, rollout_id)
+    if control is None:
+        return None
+    rollout = _rollout(lock, rollout_id)
+    reason = f"{control['action']} requested by {control.get('actor') or 'an operator'}"
+    try:
+        if control["action"] == "pause":
+            rollout.pause(reason)
+        else:
+            rollout.abort(reason)
+    except StateError as error:
+        raise RolloutRunnerError(str(error)) from None
+    lock.write_rollout(token, rollout)
+    if control["action"] == "abort":
+        lock.release(rollout_id, token)
+    return {**control, "reason": reason}
+
+
+# --- the run's owner: an ephemeral znode, gone when the process running the rollout is ----------------------
+@dataclass(frozen=True)
+class RunOwner:
+    host: str
+    pid: int
+    process_start: str  # /proc/<pid>/stat start time: a recycled pid is not the same process
+    since: float
+
+    def to_json(self) -> bytes:
+        return json.dumps(
+            {"host": self.host, "pid": self.pid, "process_start": self.process_start, "since": self.since}
+        ).encode()
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> RunOwner:
+        data = json.loads(raw)
+        return cls(str(data["host"]), int(data["pid"]), str(data["process_start"]), float(data["since"]))
+
+    def describe(self) -> str:
+        return f"pid {self.pid} on {self.host}"
+
+
+class RunClaimed(RolloutRunnerError):
+    """Another live process runs this rollout."""
+
+    def __init__(self, rollout_id: str, owner: RunOwner | None) -> None:
+        self.owner = owner
+        who = owner.describe() if owner else "another process"
+        super().__init__(f"rollout {rollout_id} is already being run by {who}")
+
+
+def process_start(pid: int) -> str:
+    """The start time of ``pid`` (clock ticks since boot) or ``""`` when no such process exists."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def claim_run(lock: ClusterLock, rollout_id: str, owner: RunOwner) -> None:
+    """Become the one process running ``rollout_id``: an ephemeral znode tied to this ZooKeeper session."""
+    path = _rollout_child(lock, rollout_id, "owner")
+    lock.client.ensure_path(path.rsplit("/", 1)[0])
+    try:
+        lock.client.create(path, owner.to_json(), ephemeral=True)
+    except NodeExistsError:
+        raise RunClaimed(rollout_id, run_owner(lock, rollout_id)) from None
+
+
+def run_owner(lock: ClusterLock, rollout_id: str) -> RunOwner | None:
+    try:
+        raw, _ = lock.client.get(_rollout_child(lock, rollout_id, "owner"))
+    except NoNodeError:
+        return None
+    return RunOwner.from_json(raw)
+
+
+def owner_is_dead_here(owner: RunOwner, host: str) -> bool:
+    """True when ``owner`` ran on this host and its process is gone (its session has not expired yet)."""
+    return owner.host == host and process_start(owner.pid) != owner.process_start
+
+
+def drop_run_owner(lock: ClusterLock, rollout_id: str) -> None:
+    with contextlib.suppress(NoNodeError):
+        lock.client.delete(_rollout_child(lock, rollout_id, "owner"))
 
 
 # --- boot pointers ------------------------------------------------------------------------------------------

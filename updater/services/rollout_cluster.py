@@ -1,0 +1,174 @@
+"""What the update service knows of the cluster it rolls: the inventory, where its ZooKeeper is, and what the
+nodes run and how healthy they are right now.
+
+- The inventory is read through ``ansible-inventory`` (:mod:`updater.services.inventory_loader`), exactly as
+  the rolling playbook reads it.
+- ZooKeeper (the authority for the update lock and per-node progress, DESIGN.md §7) is found the way
+  ``corral.cloud.rolling_update`` finds it: ``corral_rolling_zookeeper_hosts`` when the inventory sets it,
+  else the ZooKeeper quorum members' ``corral_address`` on ``corral_rolling_zookeeper_port`` (2181).
+- :func:`observe` runs one bounded ansible-runner play over every node: it reads ``/etc/corral-release`` and
+  runs the same per-role health checks the per-node procedure runs before each node
+  (``corral.cloud.rolling_node`` ``health.yml`` over ``rolling_node_roles``).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+
+from updater.config import ServiceConfig
+from updater.domain.inventory import Inventory, InventoryError, inventory_from_ansible
+from updater.services.inventory_loader import InventoryLoadError, ansible_inventory_data
+
+DEFAULT_ZOOKEEPER_PORT = 2181
+OBSERVE_TIMEOUT_SECONDS = 120
+ZOOKEEPER_SERVICE = "zookeeper"
+
+# Read every node's release, then run the health checks of every service role the procedure drains.
+_OBSERVE_PLAY = """\
+- name: Observe the nodes before a rollout
+  hosts: nodes
+  gather_facts: false
+  tasks:
+    - name: Read the node's release
+      ansible.builtin.command:
+        argv: [sh, -c, "sed -n 's/^CORRAL_VERSION=//p' /etc/corral-release"]
+      register: corral_observed_release
+      changed_when: false
+      failed_when: corral_observed_release.rc != 0 or corral_observed_release.stdout | length == 0
+
+    - name: Check every service role is healthy
+      ansible.builtin.include_role:
+        name: corral.cloud.rolling_node
+        tasks_from: health.yml
+"""
+_RELEASE_TASK = "Read the node's release"
+
+
+class ClusterAccessError(RuntimeError):
+    """The cluster cannot be read (inventory, ZooKeeper settings); the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class Cluster:
+    inventory: Inventory
+    zookeeper_hosts: str
+    lab: str | None  # the lab's name when the cluster is a lab (its boot service)
+    inventory_source: Path
+
+
+def _hostvars(data: Mapping[str, Any], node: str) -> Mapping[str, Any]:
+    hostvars = data.get("_meta", {}).get("hostvars", {}).get(node) or {}
+    return hostvars if isinstance(hostvars, Mapping) else {}
+
+
+def zookeeper_hosts(data: Mapping[str, Any], inventory: Inventory) -> str:
+    """``host:port,...`` of the ensemble holding the lock, as the playbook computes it."""
+    first = _hostvars(data, inventory.nodes[0].name)
+    explicit = first.get("corral_rolling_zookeeper_hosts")
+    if explicit:
+        return str(explicit)
+    port = int(first.get("corral_rolling_zookeeper_port") or DEFAULT_ZOOKEEPER_PORT)
+    members = inventory.quorum.get(ZOOKEEPER_SERVICE, ())
+    addresses = [inventory.node(name).address for name in members]
+    if not members or any(address is None for address in addresses):
+        raise ClusterAccessError(
+            "cannot tell where the cluster's ZooKeeper is: every ZooKeeper member needs corral_address in "
+            "the inventory (or set corral_rolling_zookeeper_hosts)"
+        )
+    return ",".join(f"{address}:{port}" for address in addresses)
+
+
+def load_cluster(config: ServiceConfig) -> Cluster:
+    if not config.inventory_path:
+        raise ClusterAccessError(
+            "no inventory is configured: set inventory_path (corral-updater init --inventory FILE)"
+        )
+    source = Path(config.inventory_path)
+    try:
+        data = ansible_inventory_data([source])
+        inventory = inventory_from_ansible(data)
+    except (InventoryLoadError, InventoryError) as error:
+        raise ClusterAccessError(f"the inventory {source} cannot be used: {error}") from None
+    lab = _hostvars(data, inventory.nodes[0].name).get("corral_lab")
+    return Cluster(inventory, zookeeper_hosts(data, inventory), str(lab) if lab else None, source)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What every node answered: its release, or why it did not; health failures by node."""
+
+    releases: dict[str, str]
+    unreachable: dict[str, str] = field(default_factory=dict)
+    unhealthy: dict[str, str] = field(default_factory=dict)
+    timed_out: bool = False
+
+
+def _event_message(event: Mapping[str, Any]) -> str:
+    data = event.get("event_data") or {}
+    result = data.get("res") or {}
+    message = str(result.get("msg") or result.get("stderr") or "").strip()
+    task = str(data.get("task") or "")
+    return f"{task}: {message}" if message else task
+
+
+def observation_from_events(
+    nodes: list[str], events: list[Mapping[str, Any]], *, timed_out: bool = False
+) -> Observation:
+    """Fold the events of the observe play into an :class:`Observation` (pure; unit-tested)."""
+    releases: dict[str, str] = {}
+    unreachable: dict[str, str] = {}
+    unhealthy: dict[str, str] = {}
+    for event in events:
+        data = event.get("event_data") or {}
+        host = str(data.get("host") or "")
+        if host not in nodes:
+            continue
+        kind = event.get("event")
+        if kind == "runner_on_ok" and data.get("task") == _RELEASE_TASK:
+            releases[host] = str((data.get("res") or {}).get("stdout", "")).strip()
+        elif kind == "runner_on_unreachable":
+            unreachable[host] = _event_message(event)
+        elif kind == "runner_on_failed" and not data.get("ignore_errors"):
+            if data.get("task") == _RELEASE_TASK:
+                unreachable[host] = _event_message(event)
+            else:
+                unhealthy.setdefault(host, _event_message(event))
+    for node in nodes:
+        if node not in releases and node not in unreachable:
+            unreachable[node] = "no answer" + (" before the time limit" if timed_out else "")
+    return Observation(releases, unreachable, unhealthy, timed_out)
+
+
+def observe(cluster: Cluster, *, timeout: int = OBSERVE_TIMEOUT_SECONDS) -> Observation:
+    """Each node's release and the role health checks, in one ansible-runner play bounded by ``timeout``."""
+    work = Path(tempfile.mkdtemp(prefix="corral-observe-"))
+    try:
+        (work / "project").mkdir()
+        (work / "project" / "observe.yml").write_text(_OBSERVE_PLAY)
+        events: list[Mapping[str, Any]] = []
+
+        def keep(event: Mapping[str, Any]) -> bool:
+            events.append(event)
+            return False  # nothing to keep on disk
+
+        runner = ansible_runner.run(
+            private_data_dir=str(work),
+            playbook="observe.yml",
+            inventory=str(cluster.inventory_source),
+            event_handler=keep,
+            quiet=True,
+            timeout=timeout,
+            suppress_env_files=True,
+        )
+        return observation_from_events(
+            list(cluster.inventory.names), events, timed_out=runner.status == "timeout"
+        )
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
