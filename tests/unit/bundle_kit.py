@@ -7,6 +7,11 @@ benchmark. Everything is written under a pytest tmp_path.
 from __future__ import annotations
 
 import io
+import os
+import re
+import shutil
+import subprocess
+import sys
 import tarfile
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -16,6 +21,7 @@ from updater.domain.keyring import TrustStore
 from updater.domain.license import License, parse_entitlement_key
 from updater.services import bundle_io, vendor
 
+REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 RELEASE_DATE = date(2026, 11, 1)
 
@@ -71,14 +77,19 @@ class Artifacts:
     notes: Path
 
 
-def make_artifacts(directory: Path, version: str, *, image: Path | None = None) -> Artifacts:
+def make_artifacts(
+    directory: Path, version: str, *, image: Path | None = None, service: Path | None = None
+) -> Artifacts:
+    """Artifacts of one release; ``service`` is a real wheel (:func:`build_service_wheel`), else a stand-in
+    file that only the bundle checks read."""
     directory.mkdir(parents=True, exist_ok=True)
     if image is None:
         image = write_image_tar(directory / f"image-{version}.tar", image_members(version))
     collection = directory / f"corral-cloud-{version}.tar.gz"
     collection.write_bytes(b"collection tarball " + version.encode() * 50)
-    service = directory / f"corral_updater-{version}-py3-none-any.whl"
-    service.write_bytes(b"wheel " + version.encode() * 40)
+    if service is None:
+        service = directory / f"corral_updater-{version}-py3-none-any.whl"
+        service.write_bytes(b"wheel " + version.encode() * 40)
     notes = directory / "RELEASE-NOTES.md"
     notes.write_text(f"# Corral {version}\n\nFixes and improvements.\n")
     return Artifacts(image, collection, service, notes)
@@ -118,6 +129,58 @@ def build_bundle(
         signatures = vendor.sign_manifest(kit.vendor_dir, head.manifest_bytes, now=NOW, keyids=keyids)
         bundle_io.rewrite_head(out, signatures, head.keyring)
     return out
+
+
+def build_service_wheel(out_dir: Path, version: str, *, migration: str | None = None) -> Path:
+    """A real wheel of this repository's ``updater`` at ``version``, built offline from a copy of the tree
+    (the repository's own pyproject is never edited). ``migration`` adds an Alembic migration with that
+    revision id on top of the current head, creating a table ``selftest_<revision>`` (an additive change
+    a newer release could make)."""
+    from alembic.script import ScriptDirectory
+
+    from updater.store.db import MIGRATIONS_DIR
+
+    tree = out_dir / f"src-{version}"
+    shutil.copytree(REPO / "updater", tree / "updater", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(REPO / "README.md", tree / "README.md")
+    pyproject = (REPO / "pyproject.toml").read_text()
+    (tree / "pyproject.toml").write_text(
+        re.sub(r'(?m)^version = "[^"]*"$', f'version = "{version}"', pyproject, count=1)
+    )
+    init = tree / "updater" / "__init__.py"
+    init.write_text(re.sub(r'__version__ = "[^"]*"', f'__version__ = "{version}"', init.read_text()))
+    if migration is not None:
+        head = ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+        (tree / "updater" / "store" / "migrations" / "versions" / f"{migration}.py").write_text(
+            f'''"""selftest: a table added by a newer service release."""
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "{migration}"
+down_revision = "{head}"
+
+
+def upgrade() -> None:
+    op.create_table("selftest_{migration}", sa.Column("id", sa.Integer, primary_key=True))
+
+
+def downgrade() -> None:
+    op.drop_table("selftest_{migration}")
+'''
+        )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
+    subprocess.run(
+        [
+            sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index",
+            "--disable-pip-version-check", "--quiet", "--wheel-dir", str(out_dir), str(tree),
+        ],
+        check=True, capture_output=True, env=env, cwd=out_dir,
+    )  # fmt: skip
+    shutil.rmtree(tree)
+    wheels = sorted(out_dir.glob(f"corral_updater-{version}-*.whl"))
+    assert len(wheels) == 1, f"expected one wheel for {version}, found {wheels}"
+    return wheels[0]
 
 
 @dataclass
