@@ -502,3 +502,38 @@ def test_version_flag_reports_the_installed_package(capsys: pytest.CaptureFixtur
         cli.main(["--version"])
     assert exit_info.value.code == 0
     assert capsys.readouterr().out.strip() == f"corral-updater {su.running_version()}"
+
+
+# --- the shipped examples ---------------------------------------------------------------------------------
+
+PACKAGING = kit_.REPO / "updater" / "packaging"
+
+
+def test_the_shipped_restart_setting_is_accepted(config: ServiceConfig) -> None:
+    (config.home / su.SETTINGS_FILE).write_text((PACKAGING / "self-update.json").read_text())
+    assert su.restart_command(config.home) == ("systemctl", "--no-block", "restart", "corral-updater.target")
+
+
+def test_the_shipped_units_run_current_and_pass_systemd_analyze_verify(tmp_path: Path) -> None:
+    """Each unit starts ``<home>/current/bin/corral-updater <process>`` and is part of the target; with the
+    home moved under tmp (an executable in place), ``systemd-analyze verify`` finds nothing to report."""
+    home = tmp_path / "var-lib-corral-updater"
+    launcher = home / "current" / "bin" / "corral-updater"
+    launcher.parent.mkdir(parents=True)
+    launcher.write_text("#!/bin/sh\nexit 0\n")
+    launcher.chmod(0o755)
+    units = tmp_path / "units"
+    units.mkdir()
+    for unit in sorted((PACKAGING / "systemd").iterdir()):
+        text = unit.read_text()
+        if unit.suffix == ".service":
+            process = unit.stem.removeprefix("corral-updater-")
+            assert f"ExecStart=/var/lib/corral-updater/current/bin/corral-updater {process}\n" in text
+            assert "PartOf=corral-updater.target\n" in text
+            assert "Restart=always\n" in text
+        (units / unit.name).write_text(text.replace("/var/lib/corral-updater", str(home)))
+    done = subprocess.run(
+        ["systemd-analyze", "verify", *sorted(str(u) for u in units.iterdir())],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert (done.returncode, done.stderr.strip()) == (0, "")
