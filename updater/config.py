@@ -6,7 +6,12 @@ Everything lives in the service's state directory (``corral-updater init`` creat
     secret_key          session signing key, mode 0600
     updater.db          the SQLite database (default; PostgreSQL by ``database_url``)
     tls/cert.pem, tls/key.pem   the HTTPS certificate (self-signed by init unless the operator gave one)
-    trust/              trust-root.json, keyring.json (public), license.json, entitlement-key (0600)
+    trust/              trust-root.json, keyring.json (public), license.json, entitlement-key (0600),
+                        channel-root.json (the update channel's TUF trust anchor, when a channel is set)
+    channel/            the channel's verified TUF metadata (rollback protection survives restarts)
+    downloads/          bundles being downloaded from the channel (``<name>.part`` resumes)
+    staging/            verified, staged releases (``staging/<version>``)
+    base-images/        node images a delta bundle can be rebuilt over (``<sha256>.tar``)
 
 The state directory comes from ``--home`` or ``CORRAL_UPDATER_HOME`` (default ``/var/lib/corral-updater``).
 """
@@ -15,12 +20,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from cryptography import x509
 from sqlalchemy.engine import make_url
 
 DEFAULT_HOME = Path("/var/lib/corral-updater")
@@ -29,6 +36,8 @@ SETTINGS_FILE = "updater.json"
 SECRET_KEY_FILE = "secret_key"  # noqa: S105 (a file name, not a secret)
 DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024**3  # a bundle carries a whole node image
 _ALLOWED_DB_SCHEMES = ("sqlite", "postgresql+psycopg")
+_CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
+CHANNEL_ROOT_FILE = "channel-root.json"
 
 
 class ConfigError(Exception):
@@ -56,6 +65,12 @@ class ServiceConfig:
     secure_cookies: bool = True  # only the unit tests' plain-HTTP test client turns this off
     login_max_failures: int = 5
     login_lockout_seconds: int = 300
+    # The online update channel (all empty: none; bundles are imported by hand). The license, entitlement key
+    # and channel root it uses live in trust/; the channel name is one the license covers.
+    channel_url: str = ""  # https://updates.example.com (the update server's base URL, no /v1)
+    channel_ca_file: str = ""  # PEM CA certificate(s) the update server's certificate must chain to
+    channel: str = ""
+    download_rate_limit_bytes: int = 0  # bytes per second a channel download may use (0: no limit)
     secret_key: bytes = field(default=b"", repr=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +87,33 @@ class ServiceConfig:
                 raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
         if self.login_max_failures < 1 or self.login_lockout_seconds < 1:
             raise ConfigError("login_max_failures and login_lockout_seconds must be at least 1")
+        limit = self.download_rate_limit_bytes
+        if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+            raise ConfigError(f"download_rate_limit_bytes must be 0 (no limit) or more, got {limit!r}")
+        self._check_channel()
+
+    def _check_channel(self) -> None:
+        given = [bool(self.channel_url), bool(self.channel_ca_file), bool(self.channel)]
+        if not any(given):
+            return
+        if not all(given):
+            raise ConfigError("the update channel needs channel_url, channel_ca_file and channel together")
+        parts = urlsplit(self.channel_url)
+        if parts.scheme != "https":
+            raise ConfigError(
+                f"channel_url must be an https:// URL (got scheme {parts.scheme or 'none'!r}): "
+                "the channel is only used over HTTPS"
+            )
+        if not parts.hostname or parts.query or parts.fragment or parts.username or parts.password:
+            raise ConfigError(
+                "channel_url must be https://HOST[:PORT][/PATH] with no query, fragment or user"
+            )
+        try:
+            parts.port  # noqa: B018 (parsing it is the check)
+        except ValueError:
+            raise ConfigError(f"channel_url has an invalid port: {self.channel_url}") from None
+        if not _CHANNEL_NAME.fullmatch(self.channel):
+            raise ConfigError(f"channel {self.channel!r} must be lower-case letters, digits and '-' (max 32)")
 
     @property
     def effective_database_url(self) -> str:
@@ -93,6 +135,30 @@ class ServiceConfig:
     def trust_dir(self) -> Path:
         return self.home / "trust"
 
+    @property
+    def channel_configured(self) -> bool:
+        return bool(self.channel_url)
+
+    @property
+    def channel_root_path(self) -> Path:
+        return self.trust_dir / CHANNEL_ROOT_FILE
+
+    @property
+    def channel_state_dir(self) -> Path:
+        return self.home / "channel"
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.home / "downloads"
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.home / "staging"
+
+    @property
+    def base_images_dir(self) -> Path:
+        return self.home / "base-images"
+
     def settings(self) -> dict[str, Any]:
         """What ``updater.json`` holds: everything but the secret key and the home itself."""
         data = asdict(self)
@@ -101,6 +167,19 @@ class ServiceConfig:
 
     def with_overrides(self, **changes: Any) -> ServiceConfig:
         return replace(self, **changes)
+
+
+def check_ca_file(path: Path) -> bytes:
+    """The CA file's bytes, once it is readable and holds at least one PEM certificate."""
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"cannot read the channel CA file {path}: {error.strerror}") from None
+    try:
+        x509.load_pem_x509_certificates(data)
+    except ValueError:
+        raise ConfigError(f"the channel CA file {path} holds no PEM certificate") from None
+    return data
 
 
 def save_settings(config: ServiceConfig) -> None:

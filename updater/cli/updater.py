@@ -23,10 +23,12 @@ from typing import Any
 
 from updater.cli import release_commands, rollout_commands
 from updater.config import (
+    CHANNEL_ROOT_FILE,
     HOME_ENV,
     SETTINGS_FILE,
     ConfigError,
     ServiceConfig,
+    check_ca_file,
     home_from_env,
     known_secrets,
     load_config,
@@ -37,6 +39,7 @@ from updater.domain.errors import VerificationError
 from updater.domain.keyring import TrustStore
 from updater.domain.license import check_entitlement_key, parse_entitlement_key, verify_license
 from updater.services import audit, auth
+from updater.services.channel_setup import check_channel_root, choose_channel
 from updater.services.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE, build_overview
 from updater.store import queries
 from updater.store.db import StoreError, current_revision, make_engine, migrate, session_factory, transaction
@@ -48,6 +51,7 @@ from updater.web.tls import CertificateError, check_pair, self_signed
 from updater.web.wsgi import serve
 
 ENTITLEMENT_KEY_FILE = "entitlement-key"
+CHANNEL_CA_FILE = "channel-ca.pem"
 
 
 class UsageError(Exception):
@@ -129,6 +133,39 @@ def _check_trust(args: argparse.Namespace, home: Path) -> _TrustFiles | None:
     return _TrustFiles(root, keyring, lic, key)
 
 
+@dataclass(frozen=True)
+class _ChannelFiles:
+    name: str
+    root: bytes
+    ca: bytes
+
+
+def _check_channel(args: argparse.Namespace, home: Path, trust: _TrustFiles | None) -> _ChannelFiles | None:
+    """Check the update channel's CA, TUF root and the license's channel before anything is written."""
+    given = (args.channel_url, args.channel_ca, args.channel_root)
+    if not any(given) and not args.channel:
+        return None
+    if not all(given):
+        raise UsageError("--channel-url, --channel-ca and --channel-root go together")
+    ca = check_ca_file(Path(args.channel_ca))
+    root = _read(args.channel_root, "channel root") or b""
+    check_channel_root(root)
+    existing = home / "trust"
+    if trust is not None and trust.license is not None:
+        lic_doc = trust.license
+    elif (existing / LICENSE_FILE).exists() and (existing / ENTITLEMENT_KEY_FILE).exists():
+        lic_doc = (existing / LICENSE_FILE).read_bytes()
+    else:
+        raise UsageError("the update channel is used under a license: give --license and --entitlement-key")
+    now = datetime.now(UTC)
+    if trust is not None:  # the trust being installed now, else the one already in the home
+        root_doc, keyring = trust.root, trust.keyring
+    else:
+        root_doc, keyring = (existing / TRUST_ROOT_FILE).read_bytes(), (existing / KEYRING_FILE).read_bytes()
+    lic = verify_license(lic_doc, TrustStore.load(root_doc, keyring, now=now).keyring, now=now)
+    return _ChannelFiles(choose_channel(lic, args.channel), root, ca)
+
+
 def _certificate(args: argparse.Namespace) -> tuple[bytes, bytes]:
     if (args.cert is None) != (args.key is None):
         raise UsageError("--cert and --key go together")
@@ -142,7 +179,7 @@ def _certificate(args: argparse.Namespace) -> tuple[bytes, bytes]:
     return pair.cert_pem, pair.key_pem
 
 
-def _settings_from(args: argparse.Namespace, home: Path) -> ServiceConfig:
+def _settings_from(args: argparse.Namespace, home: Path, channel: _ChannelFiles | None) -> ServiceConfig:
     return ServiceConfig(
         home=home,
         database_url=args.database_url or "",
@@ -152,12 +189,20 @@ def _settings_from(args: argparse.Namespace, home: Path) -> ServiceConfig:
         channel_check_interval_seconds=args.channel_check_interval,
         max_upload_bytes=args.max_upload_bytes,
         session_lifetime_seconds=args.session_lifetime,
+        channel_url=args.channel_url if channel else "",
+        channel_ca_file=str(home / "trust" / CHANNEL_CA_FILE) if channel else "",
+        channel=channel.name if channel else "",
+        download_rate_limit_bytes=args.download_rate_limit,
         secret_key=secrets.token_bytes(32),
     )
 
 
 def _stage_files(
-    stage: Path, config: ServiceConfig, cert: tuple[bytes, bytes], trust: _TrustFiles | None
+    stage: Path,
+    config: ServiceConfig,
+    cert: tuple[bytes, bytes],
+    trust: _TrustFiles | None,
+    channel: _ChannelFiles | None,
 ) -> None:
     save_settings(config.with_overrides(home=stage))
     write_secret_key(stage, config.secret_key)
@@ -171,6 +216,10 @@ def _stage_files(
         if trust.license is not None and trust.entitlement_key is not None:
             (stage / "trust" / LICENSE_FILE).write_bytes(trust.license)
             _write_private(stage / "trust" / ENTITLEMENT_KEY_FILE, trust.entitlement_key.encode() + b"\n")
+    if channel is not None:
+        (stage / "trust").mkdir(mode=0o700, exist_ok=True)
+        (stage / "trust" / CHANNEL_ROOT_FILE).write_bytes(channel.root)
+        (stage / "trust" / CHANNEL_CA_FILE).write_bytes(channel.ca)
 
 
 def _set_up_database(url: str, admin: str, *, force: bool) -> str:
@@ -206,13 +255,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     auth.validate_username(args.admin)
     if args.inventory and not Path(args.inventory).exists():
         raise UsageError(f"inventory {args.inventory} does not exist")
-    config = _settings_from(args, home)
     trust = _check_trust(args, home)
+    channel = _check_channel(args, home, trust)
+    config = _settings_from(args, home, channel)
     cert = _certificate(args)
     home.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{home.name}.init-", dir=home.parent))
     try:
-        _stage_files(stage, config, cert, trust)
+        _stage_files(stage, config, cert, trust, channel)
         existing = home.exists()
         # A fresh SQLite database is built in the staging directory; an existing one is migrated in place.
         url = config.database_url or f"sqlite:///{(home if existing else stage) / 'updater.db'}"
@@ -428,6 +478,13 @@ def _add_init(commands: Any) -> None:
     init.add_argument("--entitlement-key", help="file holding the license's entitlement key")
     init.add_argument(
         "--channel-check-interval", type=int, default=3600, help="seconds between channel checks"
+    )
+    init.add_argument("--channel-url", help="the update server, https://HOST[:PORT] (default: no channel)")
+    init.add_argument("--channel-ca", help="PEM CA file the update server's certificate must chain to")
+    init.add_argument("--channel-root", help="the channel's TUF root.json (from the vendor)")
+    init.add_argument("--channel", help="the channel to follow (default: the license's only channel)")
+    init.add_argument(
+        "--download-rate-limit", type=int, default=0, help="bytes per second for downloads (0: no limit)"
     )
     init.add_argument("--max-upload-bytes", type=int, default=8 * 1024**3)
     init.add_argument("--session-lifetime", type=int, default=8 * 3600, help="seconds a sign-in lasts")

@@ -34,6 +34,13 @@ class Outcome(StrEnum):
     FAILED = "failed"  # attempted and failed
 
 
+class DownloadState(StrEnum):
+    RUNNING = "running"  # or its worker died: the next download of the release resumes the partial file
+    INTERRUPTED = "interrupted"  # the connection broke; the partial file is kept to resume
+    FAILED = "failed"  # refused by the channel or by a check (a failed check removes the downloaded bytes)
+    STAGED = "staged"  # verified and staged
+
+
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     """Aware UTC datetimes in, aware UTC datetimes out, whatever the backend keeps (SQLite keeps no zone)."""
 
@@ -150,6 +157,25 @@ class ReleaseCheck(Base):
     checked_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     release: Mapped[Release] = relationship(back_populates="checks")
+
+
+class ReleaseDownload(Base):
+    """Progress of the latest download of a release from the channel, for the UI (one row per release)."""
+
+    __tablename__ = "release_downloads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    release_id: Mapped[int] = mapped_column(sa.ForeignKey("releases.id", ondelete="CASCADE"), unique=True)
+    state: Mapped[DownloadState] = mapped_column(_enum(DownloadState, "download_state"))
+    bytes_done: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    bytes_total: Mapped[int] = mapped_column(sa.BigInteger, default=0)
+    resumed_from: Mapped[int] = mapped_column(sa.BigInteger, default=0)  # bytes already there at the start
+    started_by: Mapped[str] = mapped_column(sa.String(64))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    failed_check: Mapped[str | None] = mapped_column(sa.String(64))
+    message: Mapped[str] = mapped_column(sa.Text, default="")
 
 
 class Rollout(Base):
