@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -131,11 +132,22 @@ def build_bundle(
     return out
 
 
-def build_service_wheel(out_dir: Path, version: str, *, migration: str | None = None) -> Path:
+ADDITIVE_MIGRATION = 'op.create_table("selftest_{revision}", sa.Column("id", sa.Integer, primary_key=True))'
+
+
+def build_service_wheel(
+    out_dir: Path,
+    version: str,
+    *,
+    migration: str | None = None,
+    migration_body: str = ADDITIVE_MIGRATION,
+    patch: Callable[[Path], None] | None = None,
+) -> Path:
     """A real wheel of this repository's ``updater`` at ``version``, built offline from a copy of the tree
     (the repository's own pyproject is never edited). ``migration`` adds an Alembic migration with that
-    revision id on top of the current head, creating a table ``selftest_<revision>`` (an additive change
-    a newer release could make)."""
+    revision id on top of the current head whose upgrade is ``migration_body`` (by default it creates a
+    table ``selftest_<revision>``: an additive change a newer release could make). ``patch`` may change the
+    copied tree (its root is passed) before the build."""
     from alembic.script import ScriptDirectory
 
     from updater.store.db import MIGRATIONS_DIR
@@ -162,13 +174,15 @@ down_revision = "{head}"
 
 
 def upgrade() -> None:
-    op.create_table("selftest_{migration}", sa.Column("id", sa.Integer, primary_key=True))
+    {migration_body.format(revision=migration)}
 
 
 def downgrade() -> None:
     op.drop_table("selftest_{migration}")
 '''
         )
+    if patch is not None:
+        patch(tree)
     env = {k: v for k, v in os.environ.items() if not k.startswith("PIP_")} | {"PIP_CONFIG_FILE": os.devnull}
     subprocess.run(
         [

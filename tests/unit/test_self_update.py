@@ -38,6 +38,19 @@ from updater.store.db import (
 from updater.store.models import AuditEntry, Outcome, Release, ReleaseSource, RolloutLogLine
 
 NEW_REVISION = "9001_selftest"
+# A migration that creates a table and then fails: SQLite keeps such DDL, so the store must be restored.
+BROKEN_MIGRATION = (
+    'op.create_table("half_{revision}", sa.Column("id", sa.Integer, primary_key=True))\n'
+    '    raise RuntimeError("this migration has a bug")'
+)
+
+
+def needs_a_new_dependency(tree: Path) -> None:
+    """A release whose CLI imports a package the current venv does not have."""
+    cli_module = tree / "updater" / "cli" / "updater.py"
+    cli_module.write_text(
+        cli_module.read_text() + "\nimport corral_dependency_not_installed  # noqa: E402, F401\n"
+    )
 
 
 # --- helpers shared with tests/integration/test_self_update_process.py ------------------------------------
@@ -139,6 +152,10 @@ def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
         "0.2.0": kit_.build_service_wheel(out, "0.2.0"),
         "0.2.1": kit_.build_service_wheel(out, "0.2.1"),
         "0.3.0": kit_.build_service_wheel(out, "0.3.0", migration=NEW_REVISION),
+        "broken-migration": kit_.build_service_wheel(
+            out, "0.4.0", migration="9002_broken", migration_body=BROKEN_MIGRATION
+        ),
+        "new-dependency": kit_.build_service_wheel(out, "0.5.0", patch=needs_a_new_dependency),
     }
 
 
@@ -230,10 +247,13 @@ def test_rollback_is_refused_when_the_new_release_migrated_past_what_the_old_cod
     )
     assert history(config) == before  # the migration is additive: every history row is still there
 
+    copy = config.home / "venvs" / "0.3.0" / su.DATABASE_BACKUP
+    assert copy.stat().st_mode & 0o777 == 0o600  # the store before 0.3.0 migrated it, kept with 0.3.0's venv
     with pytest.raises(
         su.RollbackRefused, match=rf"revision {NEW_REVISION}, which service release 0.2.0 does not know"
-    ):
+    ) as refused:
         su.rollback(config)
+    assert f"restore the database copy from before 0.3.0 was installed ({copy})" in str(refused.value)
 
     assert su.current_version(config.home) == "0.3.0"
     assert venv_reports(config.home)["version"] == "0.3.0"
@@ -302,6 +322,38 @@ def test_a_wheel_of_another_version_than_the_release_is_refused(
     before = history(config)
     with pytest.raises(su.SelfUpdateError, match=r"is service version 0.2.0, but the release is 0.4.0"):
         su.install(config, staged)
+    assert_nothing_changed(config, before, None)
+
+
+def test_a_failed_migration_restores_the_sqlite_store_and_keeps_current(
+    config: ServiceConfig, wheels: dict[str, Path]
+) -> None:
+    su.install(config, package(wheels["0.2.0"], "0.2.0"))
+    before = history(config)
+    with pytest.raises(su.SelfUpdateError, match="this migration has a bug") as failed:
+        su.install(config, package(wheels["broken-migration"], "0.4.0"))
+    assert (
+        f"the database was restored from the copy taken before the migration (revision {head_revision()})"
+        in str(failed.value)
+    )
+    assert "current is unchanged" in str(failed.value)
+    assert_nothing_changed(config, before, "0.2.0")
+    engine = make_engine(config.effective_database_url)
+    try:
+        assert "half_9002_broken" not in sa.inspect(engine).get_table_names()  # the half-done DDL is gone too
+    finally:
+        engine.dispose()
+
+
+def test_a_release_that_needs_a_dependency_the_layer_lacks_is_refused_before_the_database(
+    config: ServiceConfig, wheels: dict[str, Path]
+) -> None:
+    before = history(config)
+    with pytest.raises(
+        su.SelfUpdateError,
+        match=r"loading the service from .*0\.5\.0 failed .*corral_dependency_not_installed",
+    ):
+        su.install(config, package(wheels["new-dependency"], "0.5.0"))
     assert_nothing_changed(config, before, None)
 
 

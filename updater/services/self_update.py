@@ -32,6 +32,7 @@ import logging
 import os
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,7 @@ from typing import Any, BinaryIO, TypeVar
 
 from packaging.version import InvalidVersion as InvalidWheelVersion
 from packaging.version import Version as WheelVersion
+from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
 from updater.config import ServiceConfig
@@ -67,6 +69,7 @@ SETTINGS_FILE = "self-update.json"
 INSTALL_RECORD = "corral-install.json"
 LAYER_FILE = "_corral_layer.pth"
 LOCK_FILE = ".self-update.lock"
+DATABASE_BACKUP = "database-before.sqlite"
 _INCOMING_PREFIX = ".incoming-"
 _PY = f"python{sys.version_info.major}.{sys.version_info.minor}"
 _STEP_TIMEOUT = 600.0
@@ -522,13 +525,38 @@ def database_revision(config: ServiceConfig) -> str | None:
         engine.dispose()
 
 
+def _sqlite_path(config: ServiceConfig) -> Path | None:
+    url = make_url(config.effective_database_url)
+    return Path(url.database) if url.get_backend_name() == "sqlite" and url.database else None
+
+
+def _sqlite_copy(source: Path, destination: Path) -> None:
+    """SQLite's online backup: a consistent copy while other processes keep using the source."""
+    with (
+        contextlib.closing(sqlite3.connect(source, timeout=30)) as src,
+        contextlib.closing(sqlite3.connect(destination, timeout=30)) as dst,
+    ):
+        src.backup(dst)
+
+
 def _migrate(config: ServiceConfig, target: Path, probe: _Probe) -> tuple[str | None, str | None]:
+    """Migrate with the new code. On SQLite (whose DDL a failed migration does not roll back) the database is
+    first copied to ``venvs/<version>/database-before.sqlite`` and restored from it if the migration fails;
+    after a success the copy stays with the venv, for an operator who must go back to before this release."""
     before = database_revision(config)
     if before is not None and before not in probe.revisions:
         raise SelfUpdateError(
             f"the database is at revision {before}, which service release {probe.version} does not know; "
             "nothing was changed"
         )
+    database = _sqlite_path(config)
+    backup = target / DATABASE_BACKUP if database is not None and before != probe.head else None
+    if database is not None and backup is not None:
+        try:
+            _sqlite_copy(database, backup)
+            backup.chmod(0o600)  # password and token hashes
+        except (OSError, sqlite3.Error) as error:
+            raise SelfUpdateError(f"copying the database before migrating failed: {error}") from None
     try:
         _run(
             f"migrating the database with service release {probe.version}",
@@ -537,14 +565,29 @@ def _migrate(config: ServiceConfig, target: Path, probe: _Probe) -> tuple[str | 
             config.home,
         )
     except SelfUpdateError as error:
-        now = database_revision(config)
-        where = (
-            "the database was not changed"
-            if now == before
-            else f"the database stopped at revision {now} (was {before})"
-        )
-        raise SelfUpdateError(f"{error}; {where}; the new venv was removed, current is unchanged") from None
+        raise SelfUpdateError(
+            f"{error}; {_after_failed_migration(config, before, database, backup)}; "
+            "the new venv was removed, current is unchanged"
+        ) from None
     return before, database_revision(config)
+
+
+def _after_failed_migration(
+    config: ServiceConfig, before: str | None, database: Path | None, backup: Path | None
+) -> str:
+    if database is not None and backup is not None:
+        try:
+            _sqlite_copy(backup, database)
+        except (OSError, sqlite3.Error) as error:
+            return (
+                f"restoring the database from {backup} failed ({error}): the database may be part-migrated, "
+                "stop the service and restore it by hand"
+            )
+        return f"the database was restored from the copy taken before the migration (revision {before})"
+    now = database_revision(config)
+    if now == before:
+        return f"the database is still at revision {before} (the migration's transaction was rolled back)"
+    return f"the database stopped at revision {now} (was {before})"
 
 
 def _write_record(target: Path, package: ServicePackage, previous: str | None, probe: _Probe) -> None:
@@ -626,11 +669,13 @@ def rollback(config: ServiceConfig, *, restart: bool = True) -> RollbackResult:
         known = probe_venv(target, home)
         revision = database_revision(config)
         if revision is not None and revision not in known.revisions:
+            copy = venvs_dir(home) / current / DATABASE_BACKUP
+            where = f" ({copy})" if copy.exists() else ""
             raise RollbackRefused(
                 f"the database is at revision {revision}, which service release {previous} does not know "
                 f"(its newest is {known.head}): {current} migrated it, and {previous}'s code would run on a "
-                f"schema it does not understand. Stay on {current}, or restore the database backup from "
-                f"before {current} was installed, then roll back; nothing was changed"
+                f"schema it does not understand. Stay on {current}, or restore the database copy from "
+                f"before {current} was installed{where}, then roll back; nothing was changed"
             )
         _switch(home, target)
     outcome = _restart(home, hook, previous, current) if restart else "skipped (--no-restart)"
