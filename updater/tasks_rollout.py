@@ -1,17 +1,61 @@
 """The rollout task: walks the plan with ansible-runner; resumes an interrupted rollout from saved state.
 
 Thin adapters: each task only calls service functions (see :mod:`updater.tasks` for the app and its rules).
+
+- ``corral.rollout`` (one positional argument, the rollout id) runs :func:`rollout_execution.run`.
+- ``corral.recover_rollouts`` enqueues every rollout the store shows running whose process is gone
+  (:func:`rollout_execution.recover`); it is sent when a worker is ready and scheduled by beat every
+  :data:`RECOVERY_INTERVAL_SECONDS`. Recovery comes from persisted state (the store and ZooKeeper), never from
+  Celery redelivery.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import timedelta
+from typing import Any
 
 from celery import Celery
+from celery.signals import worker_ready
 from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
+from updater.services import rollout_execution
+
+TASK_ROLLOUT = "corral.rollout"
+TASK_RECOVER_ROLLOUTS = "corral.recover_rollouts"
+RECOVERY_ENTRY = "recover-rollouts"
+RECOVERY_INTERVAL_SECONDS = 60
 
 
 def register(app: Celery, config: ServiceConfig, sessions: Callable[[], sessionmaker[Session]]) -> None:
     """Register this module's tasks on ``app``; ``sessions()`` gives the worker's session factory."""
+
+    def enqueue(rollout_id: str) -> None:
+        app.send_task(TASK_ROLLOUT, args=[rollout_id])
+
+    def send_recovery() -> None:
+        app.send_task(TASK_RECOVER_ROLLOUTS)
+
+    def rollout(rollout_id: str) -> str:
+        return rollout_execution.run(config, sessions(), rollout_id)
+
+    def recover_rollouts() -> list[str]:
+        return rollout_execution.recover(config, sessions(), enqueue)
+
+    app.task(name=TASK_ROLLOUT)(rollout)
+    app.task(name=TASK_RECOVER_ROLLOUTS)(recover_rollouts)
+    app.conf.beat_schedule = {
+        **(app.conf.beat_schedule or {}),
+        RECOVERY_ENTRY: {
+            "task": TASK_RECOVER_ROLLOUTS,
+            "schedule": timedelta(seconds=RECOVERY_INTERVAL_SECONDS),
+            "options": {"expires": float(RECOVERY_INTERVAL_SECONDS)},
+        },
+    }
+
+    def on_worker_ready(sender: Any = None, **_kwargs: Any) -> None:
+        if getattr(sender, "app", None) is app:
+            send_recovery()
+
+    worker_ready.connect(on_worker_ready, weak=False, dispatch_uid=f"corral-recover-{id(app)}")

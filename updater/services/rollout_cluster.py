@@ -29,6 +29,7 @@ from updater.services.inventory_loader import InventoryLoadError, ansible_invent
 DEFAULT_ZOOKEEPER_PORT = 2181
 OBSERVE_TIMEOUT_SECONDS = 120
 ZOOKEEPER_SERVICE = "zookeeper"
+ENDPOINT_ROLE = "endpoint"  # the role serving the VIP (corral_vip)
 
 # Read every node's release, then run the health checks of every service role the procedure drains.
 _OBSERVE_PLAY = """\
@@ -61,6 +62,8 @@ class Cluster:
     zookeeper_hosts: str
     lab: str | None  # the lab's name when the cluster is a lab (its boot service)
     inventory_source: Path
+    vip: str | None = None  # the endpoint's virtual IP (corral_vip), probed during a rollout when set
+    secrets: tuple[str, ...] = ()  # inventory values never to show (BMC passwords, keys), for redaction
 
 
 def _hostvars(data: Mapping[str, Any], node: str) -> Mapping[str, Any]:
@@ -96,8 +99,31 @@ def load_cluster(config: ServiceConfig) -> Cluster:
         inventory = inventory_from_ansible(data)
     except (InventoryLoadError, InventoryError) as error:
         raise ClusterAccessError(f"the inventory {source} cannot be used: {error}") from None
-    lab = _hostvars(data, inventory.nodes[0].name).get("corral_lab")
-    return Cluster(inventory, zookeeper_hosts(data, inventory), str(lab) if lab else None, source)
+    first = _hostvars(data, inventory.nodes[0].name)
+    lab, vip = first.get("corral_lab"), first.get("corral_vip")
+    roles = first.get("rolling_node_roles")
+    if isinstance(roles, list) and ENDPOINT_ROLE not in roles:
+        vip = None  # the procedure does not touch the endpoint here (engine-only runs): nothing to probe
+    return Cluster(
+        inventory,
+        zookeeper_hosts(data, inventory),
+        str(lab) if lab else None,
+        source,
+        str(vip) if vip else None,
+        _secrets(data),
+    )
+
+
+def _secrets(data: Mapping[str, Any]) -> tuple[str, ...]:
+    """Inventory values whose variable name says they are secret (``*password*``, ``*secret*``, ``*_key``)."""
+    found: set[str] = set()
+    for hostvars in (data.get("_meta", {}).get("hostvars") or {}).values():
+        for name, value in (hostvars or {}).items():
+            lowered = str(name).lower()
+            secret = "password" in lowered or "secret" in lowered or lowered.endswith("_key")
+            if secret and isinstance(value, str | int) and not str(value).startswith("/"):
+                found.add(str(value))
+    return tuple(sorted(found))
 
 
 @dataclass(frozen=True)

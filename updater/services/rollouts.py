@@ -282,8 +282,13 @@ def start(config: ServiceConfig, db: Session, version: str, actor: str, enqueue:
     if running:
         raise RolloutConflict(describe_rollout(running[0]))
     rollout_id = new_rollout_id(version)
+    _release(db, version)
+    with _lock(_cluster(config)) as lock:
+        holder = lock.holder()
+    if holder is not None:
+        raise RolloutConflict(describe_holder(holder))
     plan, holder = _preview(config, db, version, rollout_id)
-    if holder is not None and holder.rollout_id != rollout_id:
+    if holder is not None:
         raise RolloutConflict(describe_holder(holder))
     if not plan.ready:
         raise RolloutRefused(
