@@ -32,7 +32,7 @@ from updater.services.channel_check import check_channel
 from updater.store import queries as q
 from updater.store.db import transaction
 from updater.store.models import DownloadState, Outcome, ReleaseSource
-from updater.tasks import make_celery
+from updater.tasks import TASK_CHECK_CHANNEL, make_celery
 from updater.tasks_channel import TASK_DOWNLOAD
 
 CLI = str(Path(sys.executable).with_name("corral-updater"))
@@ -121,12 +121,14 @@ def test_a_worker_killed_mid_download_is_resumed_by_the_next_with_one_ranged_req
         )  # fmt: skip
         sessions = sessions_of(config)
         cleanup.callback(sessions.kw["bind"].dispose)
-        assert check_channel(config, sessions, actor="beat").new_releases == ("1.1.0",)
         celery = make_celery(config)
         cleanup.callback(celery.close)
 
         first = start_worker(config, tmp_path / "worker1.log")
         cleanup.callback(first.stop)
+        checked = celery.send_task(TASK_CHECK_CHANNEL, kwargs={"actor": "beat"}).get(timeout=60)
+        assert checked["checked"] is True, checked
+        assert checked["message"].endswith("1 release(s) offered; new: 1.1.0")
         celery.send_task(TASK_DOWNLOAD, kwargs={"version": "1.1.0", "actor": "alice"})
         wait_for(
             lambda: (p := progress_of(sessions, "1.1.0")) is not None and p[1] >= 4 * MIB,
