@@ -6,12 +6,21 @@ Thin adapters: each task only calls service functions (see :mod:`updater.tasks` 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
+from updater.services import imports
+
+TASK_STAGE_UPLOAD = "corral.stage_upload"
 
 
 def register(app: Celery, config: ServiceConfig, sessions: Callable[[], sessionmaker[Session]]) -> None:
     """Register this module's tasks on ``app``; ``sessions()`` gives the worker's session factory."""
+
+    def stage_upload(import_id: str) -> dict[str, Any]:
+        return imports.stage(config, sessions(), import_id).as_json()
+
+    app.task(name=TASK_STAGE_UPLOAD)(stage_upload)
