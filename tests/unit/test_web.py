@@ -242,6 +242,24 @@ API_MUTATIONS: dict[str, tuple[dict[str, str], dict[str, Any] | None]] = {
     "api.enable_user": ({"username": "vera"}, None),
     "api.create_token": ({"username": "vera"}, {"name": "ci"}),
 }
+# Release and rollout mutations: each refused for a viewer and without CSRF; their effects are tested in
+# test_web_import.py, test_web_rollout.py and the integration tier (they need a worker or ZooKeeper).
+UI_RELEASE_MUTATIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
+    "ui.releases.import_upload": ({}, {}),
+    "ui.rollouts.start": ({}, {"version": "1.3.0"}),
+    "ui.rollouts.pause": ({"rollout_id": "r-1"}, {}),
+    "ui.rollouts.resume": ({"rollout_id": "r-1"}, {}),
+    "ui.rollouts.abort": ({"rollout_id": "r-1"}, {}),
+    "ui.rollouts.break_lock": ({}, {"token": "1"}),
+}
+API_RELEASE_MUTATIONS: dict[str, tuple[dict[str, str], dict[str, Any] | None]] = {
+    "api.releases.import_release": ({}, None),
+    "api.rollouts.start": ({}, {"version": "1.3.0"}),
+    "api.rollouts.pause": ({"rollout_id": "r-1"}, None),
+    "api.rollouts.resume": ({"rollout_id": "r-1"}, None),
+    "api.rollouts.abort": ({"rollout_id": "r-1"}, None),
+    "api.rollouts.break_lock": ({}, {"token": 1}),
+}
 PUBLIC_MUTATIONS = {"ui.login"}
 
 
@@ -253,18 +271,25 @@ def _url(app: Flask, endpoint: str, values: dict[str, str]) -> str:
     with app.test_request_context():
         from flask import url_for
 
-        return url_for(endpoint, **values)
+        arguments: dict[str, Any] = dict(values)
+        return url_for(endpoint, **arguments)
 
 
 def test_every_mutating_route_is_in_the_role_tables(site: Site) -> None:
     endpoints = {rule.endpoint for rule in mutating_rules(site.app)}
-    assert endpoints == set(UI_MUTATIONS) | set(API_MUTATIONS) | PUBLIC_MUTATIONS
+    assert endpoints == (
+        set(UI_MUTATIONS)
+        | set(API_MUTATIONS)
+        | set(UI_RELEASE_MUTATIONS)
+        | set(API_RELEASE_MUTATIONS)
+        | PUBLIC_MUTATIONS
+    )
 
 
 def test_a_viewer_is_refused_every_ui_mutation_and_the_refusal_is_audited(site: Site) -> None:
     client = site.client()
     login(client, "vera")
-    for endpoint, (values, form) in UI_MUTATIONS.items():
+    for endpoint, (values, form) in {**UI_MUTATIONS, **UI_RELEASE_MUTATIONS}.items():
         if endpoint == "ui.logout":
             continue  # signing out is every user's own business
         with transaction(site.sessions) as db:
@@ -281,7 +306,7 @@ def test_a_viewer_is_refused_every_ui_mutation_and_the_refusal_is_audited(site: 
 
 def test_a_viewer_token_is_refused_every_api_mutation(site: Site) -> None:
     client = site.client()
-    for endpoint, (values, body) in API_MUTATIONS.items():
+    for endpoint, (values, body) in {**API_MUTATIONS, **API_RELEASE_MUTATIONS}.items():
         response = client.post(_url(site.app, endpoint, values), json=body, headers=bearer(site.viewer_token))
         assert response.status_code == 403, endpoint
         assert response.get_json() == {
@@ -296,7 +321,7 @@ def test_a_viewer_token_is_refused_every_api_mutation(site: Site) -> None:
 def test_every_ui_mutation_needs_the_csrf_token(site: Site) -> None:
     client = site.client()
     login(client, "olga")
-    for endpoint, (values, form) in UI_MUTATIONS.items():
+    for endpoint, (values, form) in {**UI_MUTATIONS, **UI_RELEASE_MUTATIONS}.items():
         response = client.post(_url(site.app, endpoint, values), data=form)
         assert response.status_code == 400, endpoint
         assert "missing or invalid CSRF token" in response.get_data(as_text=True)

@@ -19,8 +19,10 @@ from updater.services.auth import LoginThrottle, RedactSecrets, install_redactio
 from updater.store.db import make_engine, require_current_schema, session_factory
 from updater.web.api import api
 from updater.web.context import EXTENSION, WebContext
+from updater.web.queue import TaskQueue
 from updater.web.security import csrf_token, unguarded_views
 from updater.web.ui import ui
+from updater.web.uploads import SpoolingRequest, remove_unclaimed_uploads
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +107,10 @@ def create_app(config: ServiceConfig, *, engine: sa.Engine | None = None, check_
         sessions=session_factory(engine),
         throttle=LoginThrottle(config.login_max_failures, float(config.login_lockout_seconds)),
         redactor=redactor,
+        queue=TaskQueue(config),
     )
+    app.request_class = SpoolingRequest
+    app.teardown_request(remove_unclaimed_uploads)
     app.before_request(_refuse_oversized_bodies)
     app.register_blueprint(ui)
     app.register_blueprint(api)

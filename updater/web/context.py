@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
 from updater.services.auth import LoginThrottle, RedactSecrets
+from updater.web.queue import TaskQueue
 
 EXTENSION = "corral"
 
@@ -21,6 +22,7 @@ class WebContext:
     sessions: sessionmaker[Session]
     throttle: LoginThrottle
     redactor: RedactSecrets
+    queue: TaskQueue  # one Celery app per web app, made on first use
 
 
 def web_context() -> WebContext:

@@ -30,12 +30,21 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "no such object",
         409: "conflicts with existing state",
         413: "request body larger than the upload limit",
+        422: "refused by the service in this state (the message says why)",
+        503: "a component the service needs (the task queue) is not reachable",
     }
     return {str(code): _json(_ref("Error"), texts[code]) for code in codes}
 
 
 _USERNAME = {"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}
 _ROLLOUT_ID = {"name": "rollout_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_IMPORT_ID = {"name": "import_id", "in": "path", "required": True, "schema": {"type": "string"}}
+_CHECK = {
+    "type": "object",
+    "required": ["name", "passed", "detail"],
+    "properties": {"name": {"type": "string"}, "passed": {"type": "boolean"}, "detail": {"type": "string"}},
+}
 
 _SCHEMAS: dict[str, Any] = {
     "Error": {
@@ -149,6 +158,53 @@ _SCHEMAS: dict[str, Any] = {
             "detail": {"type": "string"},
         },
     },
+    "ImportStatus": {
+        "type": "object",
+        "required": ["import_id", "actor", "filename", "size", "state", "started_at", "checks", "done"],
+        "properties": {
+            "import_id": {"type": "string"},
+            "actor": {"type": "string"},
+            "filename": {"type": "string"},
+            "size": {"type": "integer"},
+            "state": {"type": "string", "enum": ["queued", "staging", "staged", "failed"]},
+            "started_at": {"type": "string"},
+            "finished_at": _nullable("string"),
+            "version": _nullable("string"),
+            "message": {"type": "string"},
+            "checks": {"type": "array", "items": _ref("Check")},
+            "done": {"type": "boolean"},
+            "status_url": {"type": "string"},
+        },
+    },
+    "Plan": {
+        "type": "object",
+        "required": ["version", "batches", "lines", "estimated_seconds", "preflight", "ready"],
+        "properties": {
+            "version": {"type": "string"},
+            "batches": {"type": "array", "items": {"type": "array", "items": {"type": "string"}}},
+            "lines": {"type": "array", "items": {"type": "string"}},
+            "estimated_seconds": {"type": "integer"},
+            "preflight": {"type": "array", "items": _CHECK},
+            "ready": {"type": "boolean"},
+        },
+    },
+    "LockState": {
+        "type": "object",
+        "required": ["lock", "problem"],
+        "properties": {
+            "lock": {
+                "type": ["object", "null"],
+                "required": ["holder", "owner", "token", "since"],
+                "properties": {
+                    "holder": {"type": "string"},
+                    "owner": {"type": "string"},
+                    "token": {"type": "integer"},
+                    "since": {"type": "string"},
+                },
+            },
+            "problem": _nullable("string"),
+        },
+    },
     "Status": {
         "type": "object",
         "required": ["installed_release", "license", "nodes", "active_rollout", "problems"],
@@ -194,6 +250,15 @@ def _post(
     return {"post": operation}
 
 
+def _upload_body() -> dict[str, Any]:
+    schema = {
+        "type": "object",
+        "required": ["bundle"],
+        "properties": {"bundle": {"type": "string", "format": "binary"}},
+    }
+    return {"required": True, "content": {"multipart/form-data": {"schema": schema}}}
+
+
 def _array(key: str, item: str) -> dict[str, Any]:
     return {"type": "object", "required": [key], "properties": {key: {"type": "array", "items": _ref(item)}}}
 
@@ -227,6 +292,21 @@ def _paths() -> dict[str, Any]:
             "token": {"type": "string"},
         },
     }
+    start_request = {
+        "type": "object",
+        "required": ["version"],
+        "properties": {"version": {"type": "string", "minLength": 1}},
+    }
+    started = {
+        "type": "object",
+        "required": ["id", "url", "events_url"],
+        "properties": {"id": {"type": "string"}, "url": {"type": "string"}, "events_url": {"type": "string"}},
+    }
+    break_request = {
+        "type": "object",
+        "required": ["token"],
+        "properties": {"token": {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}},
+    }
     paging = [
         {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000}},
         {
@@ -245,16 +325,97 @@ def _paths() -> dict[str, Any]:
         },
         "/api/v1/whoami": _get("The token's user", _ref("User")),
         "/api/v1/status": _get("Installed release, license summary, nodes, active rollout", _ref("Status")),
-        "/api/v1/releases": _get(
-            "Known releases with their verification checks", _array("releases", "Release")
+        "/api/v1/releases": {
+            **_get("Known releases with their verification checks", _array("releases", "Release")),
+            "post": {
+                "summary": "Import a bundle (multipart field 'bundle'); verified and staged by the worker; "
+                "poll status_url (operator)",
+                "parameters": [],
+                "requestBody": _upload_body(),
+                "responses": {
+                    "202": _json(_ref("ImportStatus"), "accepted: queued for verification and staging"),
+                    **_errors(400, 401, 403, 409, 413, 503),
+                },
+            },
+        },
+        "/api/v1/rollouts": {
+            **_get(
+                "Rollout history, newest first",
+                _array("rollouts", "Rollout"),
+                parameters=[
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 500},
+                    }
+                ],
+                errors=(400,),
+            ),
+            **_post(
+                "Start the rollout to a staged release (what the Update button does); 409 names the holder",
+                started,
+                body=start_request,
+                status=202,
+                errors=(409, 422, 503),
+            ),
+        },
+        "/api/v1/rollouts/{rollout_id}/events": {
+            "get": {
+                "summary": "Server-Sent Events: log lines (id = sequence number; resumes after "
+                "Last-Event-ID), state changes, and an end event; the stream's lifetime is bounded",
+                "parameters": [
+                    _ROLLOUT_ID,
+                    {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+                    {
+                        "name": "after",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": -1, "maximum": 2**63 - 1},
+                    },
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the event stream",
+                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 401, 404),
+                },
+            }
+        },
+        **{
+            f"/api/v1/rollouts/{{rollout_id}}/{action}": _post(
+                summary,
+                _ref("Rollout"),
+                body=None,
+                parameters=[_ROLLOUT_ID],
+                errors=(404, 409, 422, 503),
+            )
+            for action, summary in (
+                ("pause", "Pause once the node in progress is whole (keeps the lock)"),
+                ("resume", "Resume a paused rollout under the same id"),
+                ("abort", "Abort once the node in progress is whole again"),
+            )
+        },
+        "/api/v1/lock": _get("Who holds the cluster update lock (ZooKeeper)", _ref("LockState")),
+        "/api/v1/lock/break": _post(
+            "Break a stale cluster update lock by its fencing token",
+            {"allOf": [_ref("LockState"), {"type": "object", "required": ["broken", "token"]}]},
+            body=break_request,
+            errors=(409, 422),
         ),
-        "/api/v1/rollouts": _get(
-            "Rollout history, newest first",
-            _array("rollouts", "Rollout"),
-            parameters=[
-                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 500}}
-            ],
-            errors=(400,),
+        "/api/v1/imports/{import_id}": _get(
+            "One import's progress and, when done, each verification check",
+            _ref("ImportStatus"),
+            parameters=[_IMPORT_ID],
+            errors=(404,),
+        ),
+        "/api/v1/releases/{version}": _get(
+            "One release with its verification checks", _ref("Release"), parameters=[_VERSION], errors=(404,)
+        ),
+        "/api/v1/releases/{version}/plan": _get(
+            "The plan to a release: node order and batches, estimated duration, preflight results",
+            _ref("Plan"),
+            parameters=[_VERSION],
+            errors=(404, 422),
         ),
         "/api/v1/rollouts/{rollout_id}": _get(
             "One rollout with its steps", _ref("Rollout"), parameters=[_ROLLOUT_ID], errors=(404,)

@@ -9,13 +9,16 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, flash, g, redirect, render_template, request, url_for
 from werkzeug.wrappers import Response
 
+from updater.domain.states import FINAL_ROLLOUT_STATES
 from updater.services import audit, auth
 from updater.services.overview import build_overview
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Outcome, Role
+from updater.web import rollout_actions
 from updater.web.context import web_context
 from updater.web.params import int_arg
+from updater.web.progress import format_seconds, rollout_progress
 from updater.web.security import (
     SessionExpired,
     check_csrf,
@@ -25,8 +28,12 @@ from updater.web.security import (
     requires,
     start_session,
 )
+from updater.web.ui_releases import releases_ui
+from updater.web.ui_rollouts import rollouts_ui
 
 ui = Blueprint("ui", __name__)
+ui.register_blueprint(releases_ui)
+ui.register_blueprint(rollouts_ui)
 
 
 @ui.before_request
@@ -106,6 +113,7 @@ def history() -> str:
     return render_template("history.html", rollouts=rollouts)
 
 
+@ui.route("/rollouts/<rollout_id>")
 @ui.route("/history/<rollout_id>")
 @requires(Role.VIEWER)
 def rollout(rollout_id: str) -> str:
@@ -115,7 +123,20 @@ def rollout(rollout_id: str) -> str:
         except queries.NotFound:
             abort(404, description=f"no rollout {rollout_id!r}")
         lines = queries.log_lines(db, rollout_id, limit=5000)
-    return render_template("rollout.html", rollout=item, lines=lines)
+        progress = rollout_progress(item)
+    ended = item.state in FINAL_ROLLOUT_STATES
+    # The lock lives in ZooKeeper: read only while the rollout may still hold it.
+    lock = None if ended else rollout_actions.lock_state()
+    return render_template(
+        "rollout.html",
+        rollout=item,
+        lines=lines,
+        progress=progress,
+        ended=ended,
+        lock=lock,
+        last_seq=lines[-1].seq if lines else -1,
+        fmt=format_seconds,
+    )
 
 
 @ui.route("/audit")

@@ -1,0 +1,105 @@
+"""Server-Sent Events for a rollout: its log lines (``id:`` = the line's sequence number), its state as it
+changes, and an ``end`` event when it has ended.
+
+A reconnecting ``EventSource`` sends ``Last-Event-ID``; the stream goes on after that line, so nothing is lost
+or repeated. Every stream has a bounded lifetime (the browser reconnects by itself) and sends a heartbeat
+comment when idle, so a gunicorn thread is never held for ever and proxies do not drop a quiet stream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from updater.domain.states import FINAL_ROLLOUT_STATES
+from updater.store import queries
+from updater.store.db import transaction
+from updater.web.json_views import rollout_json
+from updater.web.progress import rollout_progress
+
+BATCH = 500
+RECONNECT_MILLISECONDS = 2000
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    poll_seconds: float = 1.0
+    heartbeat_seconds: float = 15.0
+    lifetime_seconds: float = 300.0
+
+
+def event(kind: str, data: dict[str, Any], *, event_id: int | None = None) -> str:
+    head = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{head}event: {kind}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
+
+
+def state_json(sessions_db: Session, rollout_id: str) -> tuple[dict[str, Any], bool]:
+    rollout = queries.get_rollout(sessions_db, rollout_id)
+    data = rollout_json(rollout)
+    data["progress"] = rollout_progress(rollout).as_json()
+    return data, rollout.state in FINAL_ROLLOUT_STATES
+
+
+def rollout_events(
+    sessions: sessionmaker[Session],
+    rollout_id: str,
+    *,
+    after_seq: int,
+    settings: StreamSettings,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Iterator[str]:
+    """The event stream of one (existing) rollout, starting after log line ``after_seq``."""
+    yield f"retry: {RECONNECT_MILLISECONDS}\n\n"
+    started = last_sent = clock()
+    last_state: dict[str, Any] | None = None
+    while True:
+        with transaction(sessions) as db:
+            try:
+                state, ended = state_json(db, rollout_id)
+            except queries.NotFound:
+                yield event("end", {"state": "gone"})
+                return
+            lines = queries.log_lines(db, rollout_id, after_seq=after_seq, limit=BATCH)
+            batch = [
+                event(
+                    "log",
+                    {"seq": x.seq, "node": x.node, "stream": x.stream, "text": x.text},
+                    event_id=x.seq,
+                )
+                for x in lines
+            ]
+        if lines:
+            after_seq = lines[-1].seq
+        if last_state is None or _changed(state, last_state):
+            batch.append(event("state", state))
+            last_state = state
+        if ended and len(lines) < BATCH:  # the state was read first: every line it wrote is in
+            batch.append(event("end", {"state": state["state"], "probe_report": state["probe_report"]}))
+            yield "".join(batch)
+            return
+        now = clock()
+        if batch:
+            yield "".join(batch)
+            last_sent = now
+        elif now - last_sent >= settings.heartbeat_seconds:
+            yield ": heartbeat\n\n"
+            last_sent = now
+        if now - started >= settings.lifetime_seconds:
+            return  # the browser reconnects with Last-Event-ID
+        if len(lines) < BATCH:
+            sleep(settings.poll_seconds)
+
+
+def _changed(state: dict[str, Any], last: dict[str, Any]) -> bool:
+    # Elapsed time moves every poll; the page counts it itself, so only real changes are sent.
+    def stable(data: dict[str, Any]) -> dict[str, Any]:
+        progress = {k: v for k, v in data["progress"].items() if k not in ("elapsed_seconds", "eta_seconds")}
+        return {**data, "progress": progress}
+
+    return stable(state) != stable(last)

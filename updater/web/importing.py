@@ -1,0 +1,63 @@
+"""What the Import page and ``POST /api/v1/releases`` share: hand a spooled upload to the import service.
+
+HTTP only: the import itself (lock, checks, staging, records) is :mod:`updater.services.imports`.
+"""
+
+from __future__ import annotations
+
+from flask import g, request
+from werkzeug.datastructures import FileStorage
+from werkzeug.exceptions import BadRequest, Conflict, HTTPException, ServiceUnavailable
+
+from updater.services import audit, imports
+from updater.store.models import Outcome
+from updater.tasks_release import TASK_STAGE_UPLOAD
+from updater.web.context import web_context
+from updater.web.queue import QueueUnavailable
+from updater.web.uploads import spooled_path
+
+FIELD = "bundle"
+
+
+def _refuse(target: str, error: HTTPException) -> HTTPException:
+    audit.record_separately(
+        web_context().sessions,
+        actor=g.user.username,
+        action=imports.ACTION,
+        target=target,
+        outcome=Outcome.REFUSED,
+        source_ip=request.remote_addr,
+        detail=str(error.description),
+    )
+    return error
+
+
+def start_import() -> imports.ImportStatus:
+    """Take the upload in form field ``bundle``, lock, queue ``corral.stage_upload``; audited either way."""
+    upload = request.files.get(FIELD)
+    if not isinstance(upload, FileStorage) or not upload.filename:
+        raise _refuse("-", BadRequest(f"no bundle uploaded: send the file in the form field {FIELD!r}"))
+    filename = upload.filename
+    context = web_context()
+    try:
+        ticket = imports.begin(context.config, spooled_path(upload), actor=g.user.username, filename=filename)
+    except imports.ImportRefused as error:
+        raise _refuse(filename, BadRequest(str(error))) from None
+    except imports.ImportConflict as error:
+        raise _refuse(filename, Conflict(str(error))) from None
+    ticket.hand_over()
+    try:
+        context.queue.send(TASK_STAGE_UPLOAD, [ticket.import_id], expires=float(imports.QUEUE_GRACE_SECONDS))
+    except QueueUnavailable as error:
+        ticket.cancel(str(error))
+        raise _refuse(filename, ServiceUnavailable(str(error))) from None
+    audit.record_separately(
+        context.sessions,
+        actor=g.user.username,
+        action=imports.ACTION,
+        target=filename,
+        outcome=Outcome.OK,
+        source_ip=request.remote_addr,
+        detail=f"{ticket.import_id}: {ticket.status.size} bytes queued for verification and staging",
+    )
+    return ticket.status

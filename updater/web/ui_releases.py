@@ -1,0 +1,122 @@
+"""Pages for releases: Import (upload with progress, then each verification check) and Updates.
+
+Nested in the ``ui`` blueprint, so its sign-in and CSRF checks apply. Views only translate HTTP to service
+calls and templates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException, NotFound, UnprocessableEntity
+
+from updater.domain.errors import VerificationError
+from updater.domain.semver import parse_version
+from updater.services import imports, rollouts
+from updater.store import queries
+from updater.store.db import transaction
+from updater.store.models import Role
+from updater.web import rollout_actions as actions
+from updater.web.context import web_context
+from updater.web.importing import FIELD, start_import
+from updater.web.progress import format_seconds
+from updater.web.security import requires
+
+releases_ui = Blueprint("releases", __name__)
+
+
+def _wants_json() -> bool:
+    return request.accept_mimetypes.best == "application/json"
+
+
+@releases_ui.get("/import")
+@requires(Role.VIEWER)
+def import_form() -> str:
+    config = web_context().config
+    holder = imports.lock_holder(config)
+    return render_template(
+        "import.html",
+        holder=imports.describe_holder(holder) if holder else None,
+        max_bytes=config.max_upload_bytes,
+        field=FIELD,
+    )
+
+
+@releases_ui.post("/import")
+@requires(Role.OPERATOR)
+def import_upload() -> Any:
+    """The upload form's target; the page's script sends it by XHR (for the progress bar) and wants JSON."""
+    try:
+        status = start_import()
+    except HTTPException as error:
+        if not _wants_json():
+            raise
+        response = jsonify({"error": {"code": error.code, "message": error.description}})
+        response.status_code = error.code or 400
+        return response
+    url = url_for("ui.releases.import_result", import_id=status.import_id)
+    if _wants_json():
+        return jsonify({**status.as_json(), "result_url": url}), 202
+    return redirect(url)
+
+
+def _status(import_id: str) -> imports.ImportStatus:
+    try:
+        return imports.read_status(web_context().config, import_id)
+    except imports.ImportRefused as error:
+        raise NotFound(str(error)) from None
+
+
+@releases_ui.get("/imports/<import_id>")
+@requires(Role.VIEWER)
+def import_result(import_id: str) -> str:
+    return render_template("import_result.html", status=_status(import_id))
+
+
+@releases_ui.get("/imports/<import_id>/status")
+@requires(Role.VIEWER)
+def import_progress(import_id: str) -> Any:
+    return jsonify(_status(import_id).as_json())
+
+
+def _newer_than(version: str, installed: str | None) -> bool:
+    try:
+        return installed is None or parse_version(version) > parse_version(installed)
+    except VerificationError:
+        return False
+
+
+@releases_ui.get("/updates")
+@requires(Role.VIEWER)
+def updates() -> str:
+    with transaction(web_context().sessions) as db:
+        installed = queries.installed_release(db)
+        known = queries.list_releases(db)
+        active = rollouts.active_rollouts(db)
+    installed_version = installed.version if installed else None
+    offers = {
+        r.version
+        for r in known
+        if r.staged_path and all(c.passed for c in r.checks) and _newer_than(r.version, installed_version)
+    }
+    return render_template(
+        "updates.html",
+        installed=installed_version,
+        releases=known,
+        offers=offers,
+        active=active[0].id if active else None,
+    )
+
+
+@releases_ui.get("/updates/<version>")
+@requires(Role.VIEWER)
+def confirm(version: str) -> str:
+    """The confirm step of "Update to X": the plan, the estimate and every preflight result."""
+    refused = None
+    plan = None
+    try:
+        plan = actions.preview(version)
+    except UnprocessableEntity as error:
+        refused = error.description
+    return render_template("confirm.html", version=version, plan=plan, refused=refused, fmt=format_seconds)
