@@ -56,10 +56,11 @@ def needs_a_new_dependency(tree: Path) -> None:
 # --- helpers shared with tests/integration/test_self_update_process.py ------------------------------------
 
 
-def make_home(home: Path) -> ServiceConfig:
-    """A service home as ``init`` leaves it (settings, secret key, migrated SQLite) with some history."""
+def make_home(home: Path, database_url: str = "") -> ServiceConfig:
+    """A service home as ``init`` leaves it (settings, secret key, migrated store: SQLite unless
+    ``database_url`` is given) with some history."""
     home.mkdir(mode=0o700, parents=True)
-    config = ServiceConfig(home=home, secret_key=os.urandom(32))
+    config = ServiceConfig(home=home, database_url=database_url, secret_key=os.urandom(32))
     save_settings(config)
     write_secret_key(home, config.secret_key)
     engine = make_engine(config.effective_database_url)
