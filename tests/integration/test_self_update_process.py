@@ -1,7 +1,8 @@
-"""Self-update of a running service: a real ``corral-updater web`` (gunicorn, HTTPS) of the old release runs
-from ``<home>/current`` under a supervisor loop (what systemd's ``Restart=always`` does in production) on a
-SQLite store with history; the self-update builds the new release's venv from a real wheel, migrates, flips
-``current`` and runs the restart hook; the restarted process runs the new release and the history is intact.
+"""Self-update of a running service: a real ``corral-updater web`` (gunicorn, HTTPS) and ``worker`` (Celery
+on a real Redis) of the old release run from ``<home>/current`` under supervisor loops (what systemd's
+``Restart=always`` does in production) on a SQLite store with history; the self-update builds the new
+release's venv from a real wheel, migrates, flips ``current`` and runs the restart hook; the restarted
+processes run the new release and the history is intact.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.redis_server import free_port
+from tests.integration.redis_server import RedisServer, free_port
 from tests.unit import bundle_kit as kit_
 from tests.unit.test_self_update import NEW_REVISION, package
 from updater.config import ServiceConfig, load_config
@@ -29,15 +30,17 @@ from updater.services import self_update as su
 from updater.store import queries as q
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import Outcome, ReleaseSource
+from updater.tasks import make_celery
 
 CLI = str(Path(sys.executable).with_name("corral-updater"))
 
 
 @dataclass
 class Supervisor:
-    """Keeps ``<home>/current/bin/corral-updater web`` running: restarts it whenever it exits."""
+    """Keeps ``<home>/current/bin/corral-updater <process>`` running: restarts it whenever it exits."""
 
     home: Path
+    process: list[str]
     log: Path
     pidfile: Path
     pids: list[int] = field(default_factory=list)
@@ -53,7 +56,8 @@ class Supervisor:
         with self.log.open("ab") as out:
             while not self._stop.is_set():
                 self._child = subprocess.Popen(
-                    [str(self.home / "current" / "bin" / "corral-updater"), "--home", str(self.home), "web"],
+                    [str(self.home / "current" / "bin" / "corral-updater"), "--home", str(self.home),
+                     *self.process],
                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.home,
                 )  # fmt: skip
                 self.pids.append(self._child.pid)
@@ -80,6 +84,7 @@ class Service:
     config: ServiceConfig
     token: str
     supervisor: Supervisor
+    worker: Supervisor
 
     @property
     def base(self) -> str:
@@ -109,6 +114,31 @@ class Service:
         raise AssertionError(
             f"process {pid_count} did not serve in {timeout} s:\n{self.supervisor.log.read_text()[-3000:]}"
         )
+
+
+def worker_pid(config: ServiceConfig, timeout: float = 60) -> int:
+    """The pid the Celery worker reports over Redis (``inspect().stats()``)."""
+    celery = make_celery(config)
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            stats = celery.control.inspect(timeout=1).stats() or {}
+            if len(stats) == 1:
+                return int(next(iter(stats.values()))["pid"])
+            time.sleep(0.5)
+    finally:
+        celery.close()
+    raise AssertionError(f"no single worker answered over Redis within {timeout} s")
+
+
+def wait_for_new_worker(config: ServiceConfig, old: int, timeout: float = 90) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = worker_pid(config, timeout=timeout)
+        if pid != old:
+            return pid
+        time.sleep(0.5)
+    raise AssertionError(f"the worker was not restarted within {timeout} s")
 
 
 def interpreter(pid: int) -> str:
@@ -146,10 +176,20 @@ def add_history(config: ServiceConfig) -> None:
 
 
 @pytest.fixture
-def service(tmp_path: Path) -> Iterator[Service]:
+def redis() -> Iterator[RedisServer]:
+    server = RedisServer()
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def service(tmp_path: Path, redis: RedisServer) -> Iterator[Service]:
     home = tmp_path / "home"
     subprocess.run(
-        [CLI, "--home", str(home), "init", "--bind", f"127.0.0.1:{free_port()}"],
+        [CLI, "--home", str(home), "init", "--bind", f"127.0.0.1:{free_port()}", "--redis-url", redis.url],
         check=True, capture_output=True, text=True,
     )  # fmt: skip
     token = subprocess.run(
@@ -158,11 +198,15 @@ def service(tmp_path: Path) -> Iterator[Service]:
     ).stdout.strip()  # fmt: skip
     config = load_config(home)
     add_history(config)
-    supervisor = Supervisor(home, tmp_path / "web.log", tmp_path / "web.pid")
+    web = Supervisor(home, ["web"], tmp_path / "web.log", tmp_path / "web.pid")
+    worker = Supervisor(
+        home, ["worker", "--concurrency", "1"], tmp_path / "worker.log", tmp_path / "worker.pid"
+    )
     try:
-        yield Service(config, token, supervisor)
+        yield Service(config, token, web, worker)
     finally:
-        supervisor.stop()
+        web.stop()
+        worker.stop()
 
 
 def test_a_running_service_self_updates_restarts_onto_the_new_release_and_keeps_its_history(
@@ -174,14 +218,16 @@ def test_a_running_service_self_updates_restarts_onto_the_new_release_and_keeps_
     old = kit_.build_service_wheel(wheels, "0.2.0")
     new = kit_.build_service_wheel(wheels, "0.3.0", migration=NEW_REVISION)
     su.install(config, package(old, "0.2.0"))  # the old release, in the layout
-    (home / su.SETTINGS_FILE).write_text(
-        json.dumps(
-            {"restart_command": ["/bin/sh", "-c", f'kill -TERM "$(cat {service.supervisor.pidfile})"']}
-        )
-    )
+    pidfiles = f"{service.supervisor.pidfile} {service.worker.pidfile}"
+    restart = f'for f in {pidfiles}; do kill -TERM "$(cat "$f")"; done'  # systemd: restart the target
+    (home / su.SETTINGS_FILE).write_text(json.dumps({"restart_command": ["/bin/sh", "-c", restart]}))
     service.supervisor.start()
+    service.worker.start()
     old_pid = service.wait_serving(1)
-    assert interpreter(old_pid) == str(home / "venvs" / "0.2.0" / "bin" / "python")
+    old_worker = worker_pid(config)
+    assert old_worker == service.worker.pids[0]
+    for pid in (old_pid, old_worker):
+        assert interpreter(pid) == str(home / "venvs" / "0.2.0" / "bin" / "python")
     history_before = service.get("/rollouts/r-history"), service.get("/rollouts/r-history/log")
 
     answered: list[bool] = []
@@ -211,6 +257,9 @@ def test_a_running_service_self_updates_restarts_onto_the_new_release_and_keeps_
     new_pid = service.wait_serving(2)
     assert new_pid != old_pid
     assert interpreter(new_pid) == str(home / "venvs" / "0.3.0" / "bin" / "python")
+    new_worker = wait_for_new_worker(config, old_worker)
+    assert new_worker == service.worker.pids[-1]
+    assert interpreter(new_worker) == str(home / "venvs" / "0.3.0" / "bin" / "python")
     assert (service.get("/rollouts/r-history"), service.get("/rollouts/r-history/log")) == history_before
 
     # the new release's own CLI, from current, reports itself and the migrated database
