@@ -142,8 +142,12 @@ def test_a_worker_killed_mid_download_is_resumed_by_the_next_with_one_ranged_req
         ):
             downloads.download_release(config, sessions, version="1.1.0", actor="bob")
 
+        assert downloads.download_active(config, "1.1.0") is True
         os.killpg(first.proc.pid, signal.SIGKILL)  # the worker and its pool child, mid-download
         first.proc.wait()
+        assert (
+            downloads.download_active(config, "1.1.0") is False
+        )  # the kernel released the dead worker's lock
         part = config.downloads_dir / f"{bundle_110.name}.part"
         kept = part.stat().st_size
         assert 4 * MIB <= kept < total

@@ -114,8 +114,10 @@ def test_a_second_download_of_the_same_release_is_refused_while_one_holds_it(
     ):
         downloads.download_release(config, sessions, version="1.1.0", actor="bob")
     assert "already being downloaded" in refusals(sessions)[-1][1]
-    with downloads._exclusive(config.downloads_dir, "1.1.0"):  # released when its holder let go
-        pass
+    assert downloads.download_active(config, "1.1.0") is False  # released when its holder let go
+    with downloads._exclusive(config.downloads_dir, "1.1.0"):
+        assert downloads.download_active(config, "1.1.0") is True
+    assert downloads.download_active(config, "1.0.5") is False  # never downloaded: no lock file at all
 
 
 class FakeTime:

@@ -7,7 +7,8 @@
 * the bytes come through :class:`updater.services.channel.ChannelClient` (TUF-verified target, signed
   requests, ``Range`` resume of ``downloads/<name>.part``), at most ``download_rate_limit_bytes`` per second;
 * progress (bytes done of total, where it resumed from) is written to ``release_downloads`` about twice a
-  second, for the web to show; a killed worker leaves it ``running`` and the next download takes it over;
+  second, for the web to show; a killed worker leaves it ``running`` (:func:`download_active` tells the
+  difference) and the next download takes it over;
 * the downloaded file goes through the one verifier (:func:`updater.services.staging.verify_and_stage`) and is
   removed afterwards whatever the outcome; every check's result is recorded on the release
   (``release_checks``), a failure names the check that failed.
@@ -131,6 +132,23 @@ def _prepare(config: ServiceConfig, sessions: sessionmaker[Session], version: st
     except (InventoryError, OSError) as error:
         raise DownloadRefused(f"the inventory cannot be read: {error}") from None
     return _Job(wanted, release_id, context, node_count, installed_version)
+
+
+def download_active(config: ServiceConfig, version: str) -> bool:
+    """Whether a process is downloading ``version`` now. A record left ``running`` by a killed worker is not:
+    the kernel released its lock, and the next download of the release resumes its partial file."""
+    lock = config.downloads_dir / f"{version}.lock"
+    try:
+        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 @contextmanager
