@@ -19,6 +19,8 @@ import pytest
 from tests.integration.redis_server import free_port
 from tests.unit import bundle_kit as kit_
 from tests.unit.test_web import bearer, csrf_from, login, make_site
+from updater.cli.updater import main
+from updater.config import save_settings, write_secret_key
 from updater.services import bundle_io, imports
 from updater.store import queries as q
 from updater.store.db import transaction
@@ -465,3 +467,73 @@ def test_import_status_files_hold_no_secret(inst: Installation) -> None:
     key_text = inst.license.key_path.read_text().strip()
     assert key_text not in text
     assert json.loads(text)["state"] == "staged"
+
+
+# --- corral-updater import / check --------------------------------------------------------------------------
+
+
+def _cli(inst: Installation, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    save_settings(inst.config)
+    write_secret_key(inst.site.home, inst.config.secret_key)
+    code = main(["--home", str(inst.site.home), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_the_cli_imports_with_the_same_service_and_prints_each_check(
+    inst: Installation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bundle = inst.bundle("1.3.0")
+    code, out, _ = _cli(inst, capsys, "import", str(bundle))
+    assert code == 0
+    for name in PASSED_CHECKS:
+        assert f"ok     {name}: " in out
+    assert "release 1.3.0 verified and staged" in out
+    assert bundle.exists()  # the operator's file is left as it was
+    assert inst.staged() == ["1.3.0"]
+    assert inst.leftovers() == []
+    code, out, _ = _cli(inst, capsys, "check")
+    assert code == 0
+    assert "installed release: not recorded yet" in out
+    assert "1.3.0        stable     2026-11-01  staged" in out
+    assert "newer release available: 1.3.0" in out
+    assert inst.site.audit()[-1].actor.startswith("cli:")
+
+
+def test_the_cli_refuses_a_bad_bundle_with_the_failed_check_and_exit_code_2(
+    inst: Installation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = _cli(inst, capsys, "import", str(inst.tampered("1.3.0")))
+    assert code == 2
+    assert "FAILED payload-hash-mismatch:" in out
+    assert err.startswith("corral-updater: payload-hash-mismatch:")
+    code, _, err = _cli(inst, capsys, "import", str(inst.site.home / "missing.bundle"))
+    assert code == 2
+    assert "not found" in err
+    text = inst.site.home / "notes.txt"
+    text.write_text("hello\n" * 200)
+    code, _, err = _cli(inst, capsys, "import", str(text))
+    assert code == 2
+    assert "not a Corral bundle" in err
+    assert inst.staged() == []
+    assert inst.leftovers() == []
+    code, out, _ = _cli(inst, capsys, "check", "--json")
+    assert code == 0
+    assert json.loads(out)["newer"] == []
+    assert json.loads(out)["releases"][0]["state"] == "failed (payload-hash-mismatch)"
+
+
+def test_the_cli_import_is_refused_while_another_import_runs(
+    inst: Installation, capsys: pytest.CaptureFixture[str]
+) -> None:
+    holder = imports.begin(
+        inst.config, inst.spooled(inst.bundle("1.3.0")), actor="olga", filename="web.bundle"
+    )
+    try:
+        code, _, err = _cli(inst, capsys, "import", str(inst.bundle("1.3.0")))
+    finally:
+        holder.cancel("test over")
+    assert code == 2
+    assert "another import is running" in err
+    assert "web.bundle" in err
+    assert inst.leftovers() == []
