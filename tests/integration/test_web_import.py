@@ -1,0 +1,273 @@
+"""Importing a bundle for real: ``corral-updater web`` (gunicorn, HTTPS), Redis, and a ``corral-updater
+worker`` process that runs ``corral.stage_upload``; the home is made by ``corral-updater init`` with the
+vendor's trust root, keyring, a license and its entitlement key.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from tests.integration.redis_server import RedisServer, free_port
+from tests.integration.test_celery_stack import CLI, Process, wait_for
+from tests.unit import bundle_kit as kit_
+from updater.config import ServiceConfig, load_config
+from updater.store import queries as q
+from updater.store.db import make_engine, session_factory, transaction
+
+
+@dataclass
+class Stack:
+    root: Path
+    home: Path
+    config: ServiceConfig
+    kit: kit_.Kit
+    token: str
+    password: str
+    base: str
+    web: Process
+    worker: Process | None = None
+    started: list[Process] = field(default_factory=list)
+
+    @property
+    def ca(self) -> str:
+        return str(self.config.cert_path)
+
+    def start_worker(self) -> None:
+        if self.worker is None:
+            self.worker = Process(
+                [CLI, "--home", str(self.home), "worker", "--concurrency", "1"], self.root / "worker.log"
+            )
+            self.started.append(self.worker)
+
+    def upload(self, bundle: Path, name: str | None = None) -> requests.Response:
+        with bundle.open("rb") as data:
+            return requests.post(
+                f"{self.base}/api/v1/releases",
+                files={"bundle": (name or bundle.name, data, "application/octet-stream")},
+                headers={"Authorization": f"Bearer {self.token}"},
+                timeout=60,
+                verify=self.ca,
+            )
+
+    def get(self, path: str) -> requests.Response:
+        return requests.get(
+            f"{self.base}{path}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+            verify=self.ca,
+        )
+
+    def finished(self, status_url: str, timeout: float = 90) -> dict[str, Any]:
+        def status() -> dict[str, Any] | None:
+            answer: dict[str, Any] = self.get(status_url).json()
+            return answer if answer["done"] else None
+
+        done: dict[str, Any] = wait_for(
+            status,
+            timeout,
+            "the worker finishes the import",
+            self.worker,
+        )
+        return done
+
+    def releases(self) -> dict[str, tuple[bool, list[tuple[str, bool]]]]:
+        engine = make_engine(self.config.effective_database_url)
+        try:
+            with transaction(session_factory(engine)) as db:
+                return {
+                    r.version: (r.staged_path is not None, [(c.name, c.passed) for c in r.checks])
+                    for r in q.list_releases(db)
+                }
+        finally:
+            engine.dispose()
+
+    def leftovers(self) -> list[str]:
+        imports_dir = self.home / "imports"
+        return (
+            sorted(p.name for p in imports_dir.glob("*") if p.suffix != ".json")
+            if imports_dir.exists()
+            else []
+        )
+
+
+def _inventory(path: Path) -> Path:
+    hostvars = {f"node{i}": {"corral_address": f"10.99.0.{10 + i}"} for i in (1, 2, 3)}
+    data = {
+        "_meta": {"hostvars": hostvars},
+        "all": {"children": ["nodes"]},
+        "nodes": {"hosts": list(hostvars)},
+    }
+    path.write_text(json.dumps(data))
+    return path
+
+
+def _listening(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    root = tmp_path_factory.mktemp("web-import")
+    kit = kit_.make_kit(root / "vendor-side")
+    lic = kit_.issue(kit, nodes=5)
+    redis = RedisServer()
+    redis.start()
+    home = root / "home"
+    web: Process | None = None
+    made: Stack | None = None
+    try:
+        init = subprocess.run(
+            [
+                CLI, "--home", str(home), "init", "--redis-url", redis.url,
+                "--bind", f"127.0.0.1:{free_port()}", "--inventory", str(_inventory(root / "inventory.json")),
+                "--trust-root", str(kit.vendor.trust_root), "--keyring", str(kit.vendor.keyring),
+                "--license", str(lic.license_path), "--entitlement-key", str(lic.key_path),
+            ],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        password = re.search(r"password: (\S+)", init.stdout)
+        assert password is not None
+        token = subprocess.run(
+            [CLI, "--home", str(home), "token", "create", "admin", "--name", "import-test"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        config = load_config(home)
+        web = Process([CLI, "--home", str(home), "web"], root / "web.log")
+        host, port = config.bind.rsplit(":", 1)
+        wait_for(lambda: _listening(host, int(port)), 60, "web service listening", web)
+        made = Stack(root, home, config, kit, token, password.group(1), f"https://{host}:{port}", web)
+        yield made
+    finally:
+        for process in ([web] if web else []) + (made.started if made else []):
+            process.stop()
+        redis.stop()
+
+
+def test_two_concurrent_uploads_get_one_import_and_one_409_naming_the_holder(stack: Stack) -> None:
+    # No worker yet: the winning import stays queued, so the second one meets the held lock every time.
+    first, second = stack.kit.root / "first.bundle", stack.kit.root / "second.bundle"
+    bundle = kit_.build_bundle(stack.kit, "1.3.0")
+    first.write_bytes(bundle.read_bytes())
+    second.write_bytes(bundle.read_bytes())
+    answers: dict[str, requests.Response] = {}
+    threads = [
+        threading.Thread(target=lambda p=p: answers.update({p.name: stack.upload(p)}))
+        for p in (first, second)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    codes = sorted(r.status_code for r in answers.values())
+    assert codes == [202, 409], {n: r.text for n, r in answers.items()}
+    accepted = next(r for r in answers.values() if r.status_code == 202)
+    refused = next(r for r in answers.values() if r.status_code == 409)
+    winner = accepted.json()["filename"]
+    message = refused.json()["error"]["message"]
+    assert f"of '{winner}' by admin since" in message
+    assert message.endswith(("(uploaded)", "(queued)"))  # being handed over, or waiting for the worker
+    assert accepted.headers["Location"] == accepted.json()["status_url"]
+    assert accepted.json()["state"] == "queued"
+
+    stack.start_worker()
+    status = stack.finished(accepted.json()["status_url"])
+    assert status["state"] == "staged", status
+    assert [c["name"] for c in status["checks"]][-1] == "staged"
+    assert all(c["passed"] for c in status["checks"])
+    assert stack.releases()["1.3.0"][0] is True
+    assert (stack.home / "staging" / "1.3.0" / "image.tar").is_file()
+    assert stack.leftovers() == []
+    release = stack.get("/api/v1/releases/1.3.0").json()
+    assert release["staged"] is True
+    assert "Fixes and improvements." in release["notes"]
+
+
+def test_an_upload_through_the_page_shows_each_check_when_the_worker_is_done(stack: Stack) -> None:
+    stack.start_worker()
+    browser = requests.Session()
+    form = browser.get(f"{stack.base}/login", timeout=10, verify=stack.ca).text
+    token = re.search(r'name="csrf_token" value="([^"]+)"', form)
+    assert token is not None
+    browser.post(
+        f"{stack.base}/login",
+        data={"username": "admin", "password": stack.password, "csrf_token": token.group(1)},
+        timeout=10,
+        verify=stack.ca,
+    )
+    page = browser.get(f"{stack.base}/import", timeout=10, verify=stack.ca).text
+    csrf = re.search(r'name="csrf_token" value="([^"]+)"', page)
+    assert csrf is not None
+    bundle = kit_.build_bundle(stack.kit, "1.4.0", upgrade_from=">=1.2.0")
+    with bundle.open("rb") as data:
+        answer = browser.post(
+            f"{stack.base}/import",
+            data={"csrf_token": csrf.group(1)},
+            files={"bundle": (bundle.name, data, "application/octet-stream")},
+            headers={"Accept": "application/json"},
+            timeout=60,
+            verify=stack.ca,
+        )
+    assert answer.status_code == 202, answer.text
+    result_url = answer.json()["result_url"]
+    wait_for(
+        lambda: (
+            "verified and staged"
+            in browser.get(f"{stack.base}{result_url}", timeout=10, verify=stack.ca).text
+        ),
+        90,
+        "the result page shows the staged release",
+        stack.worker,
+    )
+    result = browser.get(f"{stack.base}{result_url}", timeout=10, verify=stack.ca).text
+    for check in ("signature-threshold", "license-entitlement", "payload", "staged"):
+        assert f"<td>{check}</td>" in result
+    assert "FAILED" not in result
+    updates = browser.get(f"{stack.base}/updates", timeout=10, verify=stack.ca).text
+    assert ">Update to 1.4.0</a>" in updates
+
+
+def test_a_tampered_upload_is_recorded_with_its_failed_check_and_nothing_is_staged(stack: Stack) -> None:
+    stack.start_worker()
+    bundle = kit_.build_bundle(stack.kit, "1.5.0", upgrade_from=">=1.2.0")
+    data = bytearray(bundle.read_bytes())
+    data[data.index(bytes([10]) * 3000) + 100] ^= 0xFF
+    tampered = stack.kit.root / "tampered-1.5.0.bundle"
+    tampered.write_bytes(bytes(data))
+    accepted = stack.upload(tampered)
+    assert accepted.status_code == 202, accepted.text
+    status = stack.finished(accepted.json()["status_url"])
+    assert status["state"] == "failed"
+    assert [(c["name"], c["passed"]) for c in status["checks"]] == [("payload-hash-mismatch", False)]
+    release = stack.get("/api/v1/releases/1.5.0").json()
+    assert release["staged"] is False
+    assert release["checks"][0]["name"] == "payload-hash-mismatch"
+    assert not (stack.home / "staging" / "1.5.0").exists()
+    assert not list((stack.home / "staging").glob(".staging-*"))
+    assert stack.leftovers() == []
+
+
+def test_a_non_bundle_upload_is_refused_at_once_over_https(stack: Stack) -> None:
+    junk = stack.kit.root / "junk.bin"
+    junk.write_bytes(b"\x1f\x8b\x08" + b"not a bundle" * 1000)
+    refused = stack.upload(junk)
+    assert refused.status_code == 400
+    assert "not a Corral bundle" in refused.json()["error"]["message"]
+    assert stack.leftovers() == []
+    time.sleep(0.2)
+    assert stack.password not in stack.web.output()
