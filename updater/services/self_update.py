@@ -291,7 +291,7 @@ def install(
         try:
             wheel = _copy_checked(package, incoming)
             _check_wheel_metadata(wheel, package.version)
-            _remove_debris(target)
+            _remove_debris(target, base)
             try:
                 probe = _build_venv(target, wheel, base, package.version)
                 before, after = _migrate(config, target, probe)
@@ -428,8 +428,14 @@ def _check_wheel_metadata(wheel: Path, version: Version) -> None:
         )
 
 
-def _remove_debris(target: Path) -> None:
-    """A ``venvs/<version>`` that is not current is an earlier (or interrupted) install of it: rebuild it."""
+def _remove_debris(target: Path, base: list[Path]) -> None:
+    """A ``venvs/<version>`` that is not current is an earlier (or interrupted) install of it: rebuild it,
+    unless it holds the dependencies every layered venv uses."""
+    if any(path.is_relative_to(target) for path in base):
+        raise SelfUpdateError(
+            f"{target} holds the dependencies the service runs on; it cannot be replaced by a release's "
+            "venv; nothing was changed"
+        )
     if target.exists() or target.is_symlink():
         _make_dir(lambda: shutil.rmtree(target))
 
