@@ -346,6 +346,23 @@ def test_a_failed_migration_restores_the_sqlite_store_and_keeps_current(
         engine.dispose()
 
 
+def test_a_failed_migration_never_shows_a_secret_in_its_message(
+    config: ServiceConfig, tmp_path: Path
+) -> None:
+    leaky = kit_.build_service_wheel(
+        tmp_path,
+        "0.2.0",
+        migration="9003_leaky",
+        migration_body=(
+            'import os; raise RuntimeError(open(os.environ["CORRAL_UPDATER_HOME"] + "/secret_key").read())'
+        ),
+    )
+    with pytest.raises(su.SelfUpdateError, match=r"RuntimeError: \*\*\*") as failed:
+        su.install(config, package(leaky, "0.2.0"))
+    assert config.secret_key.hex() not in str(failed.value)
+    assert su.current_version(config.home) is None
+
+
 def test_a_release_that_needs_a_dependency_the_layer_lacks_is_refused_before_the_database(
     config: ServiceConfig, wheels: dict[str, Path]
 ) -> None:

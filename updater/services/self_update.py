@@ -50,7 +50,7 @@ from packaging.version import Version as WheelVersion
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session
 
-from updater.config import ServiceConfig
+from updater.config import ServiceConfig, known_secrets
 from updater.domain.errors import VerificationError
 from updater.domain.manifest import parse_manifest
 from updater.domain.semver import Version, parse_version
@@ -571,8 +571,11 @@ def _migrate(config: ServiceConfig, target: Path, probe: _Probe) -> tuple[str | 
             config.home,
         )
     except SelfUpdateError as error:
+        message = str(error)
+        for secret in known_secrets(config):  # the new code's output may name the database URL
+            message = message.replace(secret, "***")
         raise SelfUpdateError(
-            f"{error}; {_after_failed_migration(config, before, database, backup)}; "
+            f"{message}; {_after_failed_migration(config, before, database, backup)}; "
             "the new venv was removed, current is unchanged"
         ) from None
     return before, database_revision(config)
