@@ -113,8 +113,8 @@ def history() -> str:
     return render_template("history.html", rollouts=rollouts)
 
 
-@ui.route("/rollouts/<rollout_id>")
-@ui.route("/history/<rollout_id>")
+@ui.route("/history/<rollout_id>")  # the old address still answers
+@ui.route("/rollouts/<rollout_id>")  # registered first: url_for builds this one
 @requires(Role.VIEWER)
 def rollout(rollout_id: str) -> str:
     with transaction(web_context().sessions) as db:
