@@ -355,3 +355,22 @@ def test_the_lock_reports_why_it_cannot_be_read_and_breaking_it_needs_a_token(si
     assert refused.status_code == 422
     assert site.audit()[-1].action == "rollout.break_lock"
     assert site.audit()[-1].outcome is Outcome.REFUSED
+
+
+def test_past_the_stream_limit_a_viewer_gets_one_pass_and_polls_so_threads_stay_free(site: Site) -> None:
+    _release(site, "1.3.0")
+    _rollout(site, "r-live", RolloutState.RUNNING, lines=2)
+    site.app.config["CORRAL_SSE"] = StreamSettings(
+        poll_seconds=0.05, heartbeat_seconds=0.2, lifetime_seconds=0.5, max_streams=1
+    )
+    client = site.client()
+    login(client, "vera")
+    held = client.get("/rollouts/r-live/events")  # takes the only slot until the server closes it
+    started = time.monotonic()
+    polling = _events(client.get("/rollouts/r-live/events"))
+    assert time.monotonic() - started < 0.5  # not held: one pass, then closed
+    assert polling[0] == {"retry": "1000"}
+    assert _logs(polling) == [0, 1]
+    assert _events(held)[0] == {"retry": "2000"}
+    held.close()  # what the server does when the stream ends: the slot is free again
+    assert _events(client.get("/rollouts/r-live/events"))[0] == {"retry": "2000"}

@@ -9,6 +9,7 @@ comment when idle, so a gunicorn thread is never held for ever and proxies do no
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -31,6 +32,44 @@ class StreamSettings:
     poll_seconds: float = 1.0
     heartbeat_seconds: float = 15.0
     lifetime_seconds: float = 300.0
+    # Streams held open at once; each holds a gunicorn thread. Past this, a viewer gets what is there now and
+    # reconnects after POLLING_RECONNECT_MILLISECONDS (polling), so the pages and the API keep their threads.
+    max_streams: int = 8
+
+
+POLLING_RECONNECT_MILLISECONDS = 1000
+
+
+class StreamSlots:
+    """A count of the streams held open in this process (one per web app)."""
+
+    def __init__(self, limit: int) -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+
+    def take(self) -> bool:
+        return self._slots.acquire(blocking=False)
+
+    def give_back(self) -> None:
+        self._slots.release()
+
+
+class HeldStream:
+    """An event stream that gives its slot back when the server closes it (even if it never started)."""
+
+    def __init__(self, events: Iterator[str], slots: StreamSlots) -> None:
+        self._events = events
+        self._slots: StreamSlots | None = slots
+
+    def __iter__(self) -> Iterator[str]:
+        return self._events
+
+    def close(self) -> None:
+        close = getattr(self._events, "close", None)
+        if close is not None:
+            close()
+        if self._slots is not None:
+            self._slots.give_back()
+            self._slots = None
 
 
 def event(kind: str, data: dict[str, Any], *, event_id: int | None = None) -> str:
@@ -51,11 +90,16 @@ def rollout_events(
     *,
     after_seq: int,
     settings: StreamSettings,
+    once: bool = False,
     clock: Callable[[], float] = time.monotonic,
     sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[str]:
-    """The event stream of one (existing) rollout, starting after log line ``after_seq``."""
-    yield f"retry: {RECONNECT_MILLISECONDS}\n\n"
+    """The event stream of one (existing) rollout, starting after log line ``after_seq``.
+
+    ``once``: send what there is now and close (the client reconnects soon: polling when streams run out).
+    """
+    retry = POLLING_RECONNECT_MILLISECONDS if once else RECONNECT_MILLISECONDS
+    yield f"retry: {retry}\n\n"
     started = last_sent = clock()
     last_state: dict[str, Any] | None = None
     while True:
@@ -90,7 +134,7 @@ def rollout_events(
         elif now - last_sent >= settings.heartbeat_seconds:
             yield ": heartbeat\n\n"
             last_sent = now
-        if now - started >= settings.lifetime_seconds:
+        if once or now - started >= settings.lifetime_seconds:
             return  # the browser reconnects with Last-Event-ID
         if len(lines) < BATCH:
             sleep(settings.poll_seconds)

@@ -6,7 +6,8 @@ refusal becomes 404/409/422 and is audited in a transaction of its own (the serv
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 from flask import Response, current_app, g, request
@@ -24,11 +25,12 @@ from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Outcome
 from updater.web.context import web_context
-from updater.web.events import StreamSettings, rollout_events
+from updater.web.events import HeldStream, StreamSettings, StreamSlots, rollout_events
 from updater.web.params import DB_INT_MAX
 from updater.web.queue import QueueUnavailable
 
 T = TypeVar("T")
+SLOTS = "corral_sse_slots"
 TASK_ROLLOUT = "corral.rollout"  # the rollout task's name (shared contract with updater.tasks_rollout)
 
 
@@ -153,12 +155,29 @@ def _last_event_id() -> int:
     return value
 
 
+_slots_lock = threading.Lock()
+
+
+def _stream_slots(settings: StreamSettings) -> StreamSlots:
+    with _slots_lock:
+        slots: StreamSlots = current_app.extensions.setdefault(SLOTS, StreamSlots(settings.max_streams))
+    return slots
+
+
 def event_stream(rollout_id: str) -> Response:
-    """``text/event-stream`` of a rollout's log and state, resuming after ``Last-Event-ID``."""
+    """``text/event-stream`` of a rollout's log and state, resuming after ``Last-Event-ID``.
+
+    At most ``max_streams`` are held open; past that a viewer gets one pass and reconnects (polling).
+    """
     require_rollout(rollout_id)
     after = _last_event_id()
     settings = current_app.config.get("CORRAL_SSE", StreamSettings())
-    stream = rollout_events(web_context().sessions, rollout_id, after_seq=after, settings=settings)
+    slots = _stream_slots(settings)
+    held = slots.take()
+    events = rollout_events(
+        web_context().sessions, rollout_id, after_seq=after, settings=settings, once=not held
+    )
+    stream: Iterable[str] = HeldStream(events, slots) if held else events
     response = Response(stream, mimetype="text/event-stream")
     response.headers["Cache-Control"] = "no-store"
     response.headers["X-Accel-Buffering"] = "no"
