@@ -54,6 +54,14 @@ def _operation(site: Site, label: str) -> schemathesis.APIOperation:
     return schemathesis.openapi.from_wsgi("/api/v1/openapi.json", site.app)[path][method]
 
 
+def _spooled(site: Site) -> list[str]:
+    """Upload spool files and import locks left in the home (a refused or fuzzed upload leaves none)."""
+    imports_dir = site.home / "imports"
+    return (
+        sorted(p.name for p in imports_dir.glob("*") if p.suffix != ".json") if imports_dir.exists() else []
+    )
+
+
 def _users(site: Site) -> list[tuple[str, str, bool]]:
     with transaction(site.sessions) as db:
         return [(u.username, str(u.role), u.disabled) for u in q.list_users(db)]
@@ -72,6 +80,7 @@ def test_the_api_answers_an_operator_as_documented_and_never_with_5xx(site: Site
         case.call_and_validate(headers=bearer(site.operator_token), checks=CHECKS)
 
     fuzz()
+    assert _spooled(site) == []
 
 
 @pytest.mark.parametrize("label", OPERATIONS)
@@ -91,3 +100,4 @@ def test_a_viewer_can_read_but_every_mutation_is_refused(site: Site, label: str)
 
     fuzz()
     assert _users(site) == before
+    assert _spooled(site) == []
