@@ -21,7 +21,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from updater.cli import release_commands, rollout_commands
+from updater.cli import release_commands, rollout_commands, self_update_commands
 from updater.config import (
     CHANNEL_ROOT_FILE,
     HOME_ENV,
@@ -541,12 +541,14 @@ def _add_reading_and_processes(commands: Any) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="corral-updater", description="The Corral update service.")
     parser.add_argument("--home", help=f"state directory (default: ${HOME_ENV} or /var/lib/corral-updater)")
+    self_update_commands.add_version_flag(parser)
     commands = parser.add_subparsers(dest="command", required=True)
     _add_init(commands)
     _add_accounts(commands)
     _add_reading_and_processes(commands)
     release_commands.add_commands(commands)
     rollout_commands.add_commands(commands)
+    self_update_commands.add_commands(commands)
     return parser
 
 
@@ -554,7 +556,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         result: int = args.func(args)
-    except REFUSALS + release_commands.REFUSALS + rollout_commands.REFUSALS as error:
+    except (
+        REFUSALS + release_commands.REFUSALS + rollout_commands.REFUSALS + self_update_commands.REFUSALS
+    ) as error:
         print(f"corral-updater: {error}", file=sys.stderr)
         return 2
     return result
