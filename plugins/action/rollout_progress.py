@@ -1,5 +1,6 @@
 """Action ``corral.cloud.rollout_progress``: begin (plan with the one planner and take back) a rollout,
-record a node's transition, finish the rollout, or read it; every write fenced by the rollout's token.
+record a node's transition, apply an operator's pause or abort before a node (``control``), finish the
+rollout, or read it; every write fenced by the rollout's token.
 
 A thin wrapper (runs on the controller) around ``updater.services.rollout_runner``; the rules (legal
 transitions, never two failure domains, quorum holders alone) are the domain's ``Rollout``.
@@ -17,6 +18,7 @@ try:
     from updater.services.cluster_lock import DEFAULT_ROOT, ClusterLock, LockError
     from updater.services.rollout_runner import (
         RolloutRunnerError,
+        apply_control,
         finish_rollout,
         move_node,
         next_action,
@@ -34,7 +36,11 @@ else:
 ARGUMENT_SPEC: dict[str, Any] = {
     "zookeeper_hosts": {"type": "str", "required": True},
     "root": {"type": "str", "default": DEFAULT_ROOT},
-    "action": {"type": "str", "choices": ["begin", "node", "resume", "finish", "read"], "required": True},
+    "action": {
+        "type": "str",
+        "choices": ["begin", "node", "resume", "control", "finish", "read"],
+        "required": True,
+    },
     "rollout_id": {"type": "str", "required": True},
     "token": {"type": "int"},
     # begin
@@ -58,6 +64,7 @@ _NEEDS = {
     "begin": ("token", "nodes", "target_release"),
     "node": ("token", "node", "state"),
     "resume": ("node", "release", "boot_id"),
+    "control": ("token",),
     "finish": ("token", "outcome"),
     "read": (),
 }
@@ -84,7 +91,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         if missing:
             return {**result, "failed": True, "msg": f"action={args['action']} needs {', '.join(missing)}"}
         action = args["action"]
-        if self._task.check_mode and action in {"node", "finish"}:
+        if self._task.check_mode and action in {"node", "control", "finish"}:
             action = "read"  # check mode writes nothing; begin only plans (see _do)
         try:
             with zookeeper(args["zookeeper_hosts"], args["timeout"]) as client:
@@ -95,7 +102,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         return result
 
     @staticmethod
-    def _do(
+    def _do(  # noqa: PLR0911 (one return per action)
         action: str, lock: ClusterLock, args: dict[str, Any], task_vars: dict[str, Any], check_mode: bool
     ) -> dict[str, Any]:
         rollout_id, token = args["rollout_id"], args["token"]
@@ -139,6 +146,15 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 operator_override=args["operator_override"],
             )
             return {"changed": True, "progress": progress.to_dict()}
+        if action == "control":
+            # Before a node starts: an operator's pause or abort ends the run here (the node before is whole).
+            applied = apply_control(lock, token, rollout_id)
+            record = lock.read_rollout(rollout_id)
+            return {
+                "changed": applied is not None,
+                "control": applied,
+                "rollout": None if record is None else record.to_dict(),
+            }
         if action == "finish":
             rollout = finish_rollout(lock, token, rollout_id, args["outcome"], args["reason"])
             return {"changed": True, "rollout": rollout.to_dict()}

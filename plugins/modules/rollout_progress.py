@@ -19,6 +19,9 @@ description:
   - C(resume) says what a (re)started run does next with O(node) (skip, drain, boot, verify or stop) from its
     recorded progress and what it runs now (O(release), O(boot_id)), so a finished node is never redone and a
     node that already rebooted is never rebooted again.
+  - C(control), before a node starts, applies an operator's request kept under the rollout in ZooKeeper
+    (C(pause) - the rollout is paused and keeps the lock; C(abort) - it is aborted and the lock released) and
+    returns it as C(control) (none when nobody asked), so the play can end after the node before.
   - C(finish) marks the rollout succeeded, failed (with the reason) or aborted. C(read) returns it.
   - Every write carries the fencing token and is refused when a newer token exists.
   - Runs on the controller (an action plugin) and needs the corral-updater Python package there.
@@ -34,7 +37,7 @@ options:
   action:
     description: What to do.
     type: str
-    choices: [begin, node, resume, finish, read]
+    choices: [begin, node, resume, control, finish, read]
     required: true
   rollout_id:
     description: The rollout's id.

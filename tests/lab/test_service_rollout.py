@@ -1,0 +1,305 @@
+"""The update service rolls real lab nodes: ``rollouts.start`` records the rollout, a real
+``corral-updater worker`` process (Celery over a real Redis) runs ``corral.cloud.rolling_update`` through
+ansible-runner against the lab (real reboots into a v2 image derived from the lab's, the lab boot service),
+with the lock and progress in a real ZooKeeper. Engine only (``rolling_node_roles=[]``, no Ceph deployed),
+like ``tests/lab/test_rolling_engine.py``, so each rollout takes about a minute.
+
+The specs: a rollout to completion (steps, order = plan, one boot per node), ``kill -9`` of the worker in the
+middle of a node and a new worker finishing the same rollout id without a second boot, pause after the node in
+progress then resume, and abort after the node in progress (lock released).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import pytest
+import yaml
+from kazoo.client import KazooClient
+
+from tests.integration.redis_server import RedisServer
+from tests.integration.service_rollout_stack import (
+    Service,
+    init_service,
+    service_env,
+    wait_for,
+    write_inventory,
+)
+from tests.integration.zookeeper import ZooKeeperServer
+from tests.lab.conftest import ROOT, VENV_BIN, LabSession
+from tests.unit import bundle_kit
+from updater.domain.keyring import TrustStore
+from updater.services import rollouts
+from updater.services.boot import FENCE_DIR
+from updater.services.staging import verify_and_stage
+from updater.store import queries
+from updater.store.models import ReleaseSource
+
+V1, V2 = "0.1.0", "0.2.0"
+NODES = ("node1", "node2", "node3")
+FAST = {
+    "rolling_node_roles": [],
+    "rolling_node_reboot_timeout": 60,
+    "rolling_node_fence_timeout": 60,
+    "rolling_node_release_retries": 5,
+    "rolling_node_release_delay": 2,
+}
+ROLLOUT_TIMEOUT = 600
+
+
+@dataclass
+class Stack:
+    session: LabSession
+    zookeeper: ZooKeeperServer
+    service: Service
+    image: str
+    bmc_password: str
+
+    def boots_since(self, count: int) -> list[tuple[str, str, str]]:
+        return [(b.node, b.image, b.kind) for b in self.session.lab.boots()[count:]]
+
+    def releases(self) -> dict[str, str]:
+        out = {}
+        for node in NODES:
+            match = re.search(r"^CORRAL_VERSION=(.*)$", self.session.release(node), re.MULTILINE)
+            assert match
+            out[node] = match.group(1)
+        return out
+
+    def start(self, actor: str = "tester") -> tuple[str, list[str]]:
+        queued: list[str] = []
+        config = self.service.config
+        with self.service.db() as db:
+            preview = rollouts.preview(config, db, V2)
+            assert preview.ready, preview.preflight
+            rollout_id = rollouts.start(config, db, V2, actor, queued.append)
+        for queued_id in queued:  # after the commit, as the adapters do
+            self.service.enqueue(queued_id)
+        assert queued == [rollout_id]
+        return rollout_id, [node for batch in preview.batches for node in batch]
+
+    def wait_node_started(self, rollout_id: str, node: str) -> None:
+        wait_for(
+            lambda: self.service.view(rollout_id).steps[node]["started"] is not None,
+            180,
+            f"{node} starting",
+            self.service.workers[-1],
+        )
+
+    def reset(self) -> None:
+        """Every node back on v1, no lock, no rollout in ZooKeeper, the boot service's fences cleared."""
+        for node in NODES:
+            self.session.reset(node)
+            shutil.rmtree(self.session.lab.layout.node_dir(node) / FENCE_DIR, ignore_errors=True)
+        client = KazooClient(hosts=self.zookeeper.hosts, timeout=5.0)
+        client.start(timeout=15)
+        try:
+            client.delete("/corral/update", recursive=True)
+        finally:
+            client.stop()
+            client.close()
+        for node in NODES:
+            wait_for(partial(_answers, self.session, node), 120, f"{node} back after the reset")
+
+
+def _answers(session: LabSession, node: str) -> bool:
+    try:
+        return "CORRAL_VERSION=0.1.0" in session.release(node)
+    except Exception:
+        return False
+
+
+def _collection(out: Path) -> Path:
+    subprocess.run(
+        [str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (tarball,) = out.glob("corral-cloud-*.tar.gz")
+    return tarball
+
+
+@pytest.fixture(scope="module")
+def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    work = tmp_path_factory.mktemp("service-rollout")
+    base = lab.lab.images.get(lab.base_image)
+    assert base.release.version == V1
+    kit = bundle_kit.make_kit(work / "kit")
+    issued = bundle_kit.issue(kit)
+    image = lab.derive_image(V2, {"/etc/motd": "Corral 0.2.0\n"})
+    artifacts = bundle_kit.make_artifacts(work / "good", V2, image=lab.lab.images.get(image).artifact)
+    artifacts.collection = _collection(work / "collection")
+    bundle = bundle_kit.build_bundle(kit, V2, upgrade_from=">=0.1.0, <0.3.0", artifacts=artifacts)
+    # preview/start run ansible-runner in this process too (the web and CLI processes do the same).
+    environment = pytest.MonkeyPatch()
+    for name, value in service_env().items():
+        environment.setenv(name, value)
+    redis = RedisServer()
+    redis.start()
+    zookeeper = ZooKeeperServer(work / "zookeeper")
+    zookeeper.start()
+    service: Service | None = None
+    try:
+        inventory_data = yaml.safe_load(lab.inventory.read_text())
+        inventory = write_inventory(
+            work / "inventory.yml",
+            inventory_data,
+            {"corral_rolling_zookeeper_hosts": zookeeper.hosts, **FAST},
+        )
+        service = init_service(
+            work,
+            redis_url=redis.url,
+            inventory=inventory,
+            trust={
+                "trust_root": kit.vendor.trust_root,
+                "keyring": kit.vendor.keyring,
+                "license": issued.license_path,
+                "entitlement_key": issued.key_path,
+            },
+        )
+        # The import's part (another service): verify and stage the bundle, record the release and its checks.
+        staging = service.home / "staging"
+        staging.mkdir(mode=0o700)
+        now = dt.datetime.now(dt.UTC)
+        staged = verify_and_stage(
+            bundle,
+            trust=TrustStore.load(
+                kit.vendor.trust_root.read_bytes(), kit.vendor.keyring.read_bytes(), now=now
+            ),
+            now=now,
+            license_document=issued.document,
+            entitlement_key=issued.key,
+            installed_version=V1,
+            node_count=len(NODES),
+            base_images_dir=None,
+            staging_root=staging,
+        )
+        with service.db() as db:
+            queries.add_release(
+                db,
+                version=V2,
+                channel="stable",
+                release_date=staged.verified.manifest.release_date,
+                source=ReleaseSource.IMPORTED,
+                staged_path=str(staged.path),
+                checks=[queries.CheckResult(name, True) for name in staged.verified.checks],
+            )
+        service.start_worker()
+        hostvars = lab.hostvars("node1")
+        built = Stack(lab, zookeeper, service, image, str(hostvars["corral_bmc_password"]))
+        built.reset()
+        yield built
+        built.reset()
+    finally:
+        if service is not None:
+            service.close()
+        zookeeper.stop()
+        redis.stop()
+        environment.undo()
+
+
+def test_a_worker_rolls_every_node_to_v2_in_the_planned_order_booting_each_once(stack: Stack) -> None:
+    before = len(stack.session.lab.boots())
+    started = time.monotonic()
+    rollout_id, order = stack.start()
+    view = stack.service.wait_state(rollout_id, {"succeeded", "failed", "aborted"}, ROLLOUT_TIMEOUT)
+    elapsed = time.monotonic() - started
+    assert view.state == "succeeded", "\n".join(view.log[-60:])
+    assert order == list(NODES)
+    assert view.executed == order
+    assert stack.releases() == dict.fromkeys(NODES, V2)
+    assert stack.boots_since(before) == [(node, stack.image, "once") for node in order]
+    for node in NODES:
+        step = view.steps[node]
+        assert step["state"] == "active"
+        assert step["started"] is not None
+        assert step["finished"] is not None
+        assert step["finished"] >= step["started"]
+        assert set(step["phases"]) == {"drain", "reboot", "wait", "health", "undrain", "total"}
+        assert step["phases"]["reboot"] > 0
+    assert view.probe_report is not None
+    assert view.probe_report["passed"] is True, view.probe_report
+    assert view.probe_report["services"]["zookeeper"]["failures"] == 0
+    assert any("ROLLING_DONE" in line for line in view.log)
+    assert not any(stack.bmc_password in line for line in view.log)
+    assert rollouts.lock_status(stack.service.config) is None
+    print(f"\n[service-rollout] 3 nodes in {elapsed:.1f}s from start() to succeeded in the store")
+    for node in NODES:
+        print(f"[service-rollout] {node} {view.steps[node]['phases']}")
+    stack.reset()
+
+
+def test_a_worker_killed_mid_node_is_replaced_and_the_same_rollout_finishes_without_a_second_boot(
+    stack: Stack,
+) -> None:
+    before = len(stack.session.lab.boots())
+    rollout_id, order = stack.start()
+    wait_for(lambda: stack.boots_since(before), 180, "node1's trial boot", stack.service.workers[-1])
+    stack.service.workers[-1].kill()  # kill -9 of the worker and its pool, in the middle of node1
+    assert stack.service.view(rollout_id).state == "running"
+    stack.service.start_worker()  # worker_ready: recovery finds the rollout whose process is gone
+    view = stack.service.wait_state(rollout_id, {"succeeded", "failed", "aborted"}, ROLLOUT_TIMEOUT)
+    assert view.state == "succeeded", "\n".join(view.log[-60:])
+    assert any("the process running this rollout is gone: continuing it" in line for line in view.log)
+    assert view.executed == order == list(NODES)
+    assert stack.releases() == dict.fromkeys(NODES, V2)
+    assert stack.boots_since(before) == [(node, stack.image, "once") for node in NODES]
+    stack.reset()
+
+
+def test_pause_stops_after_the_node_in_progress_and_resume_continues_the_same_rollout(stack: Stack) -> None:
+    before = len(stack.session.lab.boots())
+    config = stack.service.config
+    rollout_id, _ = stack.start()
+    stack.wait_node_started(rollout_id, "node1")
+    with stack.service.db() as db:
+        rollouts.pause(config, db, rollout_id, "operator1")
+    view = stack.service.wait_state(rollout_id, {"paused", "succeeded", "failed"}, ROLLOUT_TIMEOUT)
+    assert view.state == "paused", "\n".join(view.log[-60:])
+    # node1 finished whole; nothing else was touched; the rollout keeps the lock.
+    assert view.executed == ["node1"]
+    assert stack.releases() == {"node1": V2, "node2": V1, "node3": V1}
+    assert [step["state"] for step in view.steps.values()] == ["active", "active", "active"]
+    assert stack.boots_since(before) == [("node1", stack.image, "once")]
+    lock = rollouts.lock_status(config)
+    assert lock is not None
+    assert lock["holder"] == rollout_id
+    with stack.service.db() as db, pytest.raises(rollouts.RolloutConflict, match=rollout_id):
+        rollouts.start(config, db, V2, "someone else", lambda _id: None)
+    queued: list[str] = []
+    with stack.service.db() as db:
+        rollouts.resume(config, db, rollout_id, "operator1", queued.append)
+    for queued_id in queued:
+        stack.service.enqueue(queued_id)
+    view = stack.service.wait_state(rollout_id, {"succeeded", "failed", "aborted"}, ROLLOUT_TIMEOUT)
+    assert view.state == "succeeded", "\n".join(view.log[-60:])
+    assert view.executed == list(NODES)
+    assert stack.boots_since(before) == [(node, stack.image, "once") for node in NODES]
+    assert rollouts.lock_status(config) is None
+    stack.reset()
+
+
+def test_abort_ends_the_rollout_after_the_node_in_progress_and_releases_the_lock(stack: Stack) -> None:
+    before = len(stack.session.lab.boots())
+    config = stack.service.config
+    rollout_id, _ = stack.start()
+    stack.wait_node_started(rollout_id, "node1")
+    with stack.service.db() as db:
+        rollouts.abort(config, db, rollout_id, "operator1")
+    view = stack.service.wait_state(rollout_id, {"aborted", "succeeded", "failed"}, ROLLOUT_TIMEOUT)
+    assert view.state == "aborted", "\n".join(view.log[-60:])
+    assert view.executed == ["node1"]
+    assert stack.releases() == {"node1": V2, "node2": V1, "node3": V1}
+    assert stack.boots_since(before) == [("node1", stack.image, "once")]
+    assert rollouts.lock_status(config) is None
+    actions = [(action, target) for _actor, action, target, _outcome in stack.service.audit()]
+    assert ("rollout.abort", rollout_id) in actions
+    stack.reset()
