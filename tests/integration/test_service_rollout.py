@@ -18,10 +18,21 @@ from kazoo.client import KazooClient
 from tests.integration.redis_server import RedisServer, free_port
 from tests.integration.service_rollout_stack import CLI, Service, init_service, service_env, write_inventory
 from tests.integration.zookeeper import ZooKeeperServer
+from updater.domain.inventory import build_inventory
+from updater.domain.placement import NodeLocation
 from updater.domain.states import RolloutState
 from updater.services import rollouts
-from updater.services.cluster_lock import ClusterLock
-from updater.services.rollout_runner import RunOwner, claim_run, process_start, read_control, run_owner
+from updater.services.cluster_lock import ClusterLock, StaleToken
+from updater.services.rollout_runner import (
+    RunOwner,
+    apply_control,
+    claim_run,
+    plan_and_begin,
+    process_start,
+    read_control,
+    request_control,
+    run_owner,
+)
 from updater.store import queries
 from updater.store.models import ReleaseSource
 from updater.tasks_rollout import TASK_ROLLOUT
@@ -349,3 +360,49 @@ def test_a_new_worker_continues_a_running_rollout_whose_process_is_gone(
     assert any("pxe boot service" in line for line in view.log), view.log
     assert view.state == "failed"
     assert run_owner(lock, "update-orphan") is None
+
+
+def _begun(lock: ClusterLock, rollout_id: str) -> int:
+    """A rollout begun by the engine (lock taken, record running), as the playbook leaves it between nodes."""
+    inventory = build_inventory([NodeLocation(node) for node in NODES])
+    holder = lock.acquire(rollout_id, "ansible-playbook on ops1")
+    plan_and_begin(lock, holder.token, rollout_id, inventory, VERSION)
+    return holder.token
+
+
+def test_the_engine_applies_a_pause_before_the_next_node_and_keeps_the_lock(lock: ClusterLock) -> None:
+    token = _begun(lock, "update-p")
+    assert apply_control(lock, token, "update-p") is None  # nobody asked: the node goes ahead
+    request_control(lock, "update-p", "pause", "gina", 1.0)
+    applied = apply_control(lock, token, "update-p")
+    assert applied is not None
+    assert (applied["action"], applied["reason"]) == ("pause", "pause requested by gina")
+    record = lock.read_rollout("update-p")
+    assert record is not None
+    assert (record.state, record.reason) == ("paused", "pause requested by gina")
+    holder = lock.holder()
+    assert holder is not None
+    assert (holder.rollout_id, holder.token) == ("update-p", token)
+
+
+def test_the_engine_applies_an_abort_before_the_next_node_and_releases_the_lock(lock: ClusterLock) -> None:
+    token = _begun(lock, "update-a")
+    request_control(lock, "update-a", "abort", "gina", 1.0)
+    applied = apply_control(lock, token, "update-a")
+    assert applied is not None
+    assert applied["action"] == "abort"
+    record = lock.read_rollout("update-a")
+    assert record is not None
+    assert record.state == "aborted"
+    assert lock.holder() is None
+
+
+def test_a_stale_run_cannot_apply_a_control(lock: ClusterLock) -> None:
+    old = _begun(lock, "update-s")
+    lock.acquire("update-s", "a newer run of the same rollout")  # a newer token now
+    request_control(lock, "update-s", "pause", "gina", 1.0)
+    with pytest.raises(StaleToken):
+        apply_control(lock, old, "update-s")
+    record = lock.read_rollout("update-s")
+    assert record is not None
+    assert record.state == "running"

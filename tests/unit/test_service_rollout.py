@@ -6,6 +6,7 @@ inventory, and the CLI's refusals (exit 2, audited). The store is a real SQLite 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from updater.config import ServiceConfig, save_settings, write_secret_key
 from updater.domain.inventory import inventory_from_ansible
 from updater.domain.states import NodeState, RolloutState
 from updater.services import rollouts
-from updater.services.rollout_cluster import ClusterAccessError, _secrets, zookeeper_hosts
+from updater.services.rollout_cluster import ClusterAccessError, _secrets, load_cluster, zookeeper_hosts
 from updater.store import queries
 from updater.store.db import make_engine, migrate, session_factory, transaction
 from updater.store.models import ReleaseSource, Rollout
@@ -307,3 +308,22 @@ def test_cli_apply_while_a_rollout_is_active_is_refused_naming_it(
     with transaction(sessions) as db:
         assert db.scalar(sa.select(sa.func.count()).select_from(Rollout)) == 1
         assert queries.get_rollout(db, "update-a").steps[0].state is NodeState.ACTIVE
+
+
+def test_the_cluster_is_read_once_through_ansible_inventory_until_the_inventory_changes(
+    tmp_path: Path,
+) -> None:
+    inventory = tmp_path / "inventory.yml"
+    hosts = {f"node{i}": {"corral_address": f"10.0.0.{i}"} for i in (1, 2, 3)}
+    inventory.write_text(json.dumps({"all": {"children": {"nodes": {"hosts": hosts}}}}))
+    config = ServiceConfig(home=tmp_path, inventory_path=str(inventory))
+    first = load_cluster(config)
+    assert first.zookeeper_hosts == "10.0.0.1:2181,10.0.0.2:2181,10.0.0.3:2181"
+    assert load_cluster(config) is first
+    hosts["node1"]["corral_address"] = "10.0.9.1"
+    inventory.write_text(json.dumps({"all": {"children": {"nodes": {"hosts": hosts}}}}))
+    written = inventory.stat()
+    os.utime(inventory, ns=(written.st_atime_ns, written.st_mtime_ns + 1_000_000_000))  # a later edit
+    again = load_cluster(config)
+    assert again is not first
+    assert again.zookeeper_hosts.startswith("10.0.9.1:2181")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -88,7 +89,33 @@ def zookeeper_hosts(data: Mapping[str, Any], inventory: Inventory) -> str:
     return ",".join(f"{address}:{port}" for address in addresses)
 
 
+# ansible-inventory takes about a second: the pages ask for the lock's holder on every view, so a cluster read
+# is kept this long, and read again at once when the inventory file (or directory) changes.
+CLUSTER_CACHE_SECONDS = 30.0
+_cache: dict[str, tuple[float, int, Cluster]] = {}
+
+
+def _mtime(source: Path) -> int:
+    try:
+        return source.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
 def load_cluster(config: ServiceConfig) -> Cluster:
+    """The cluster of the configured inventory (cached for :data:`CLUSTER_CACHE_SECONDS`)."""
+    source = Path(config.inventory_path) if config.inventory_path else None
+    if source is not None:
+        cached = _cache.get(str(source))
+        if cached and time.monotonic() - cached[0] < CLUSTER_CACHE_SECONDS and cached[1] == _mtime(source):
+            return cached[2]
+    cluster = _read_cluster(config)
+    if source is not None:
+        _cache[str(source)] = (time.monotonic(), _mtime(source), cluster)
+    return cluster
+
+
+def _read_cluster(config: ServiceConfig) -> Cluster:
     if not config.inventory_path:
         raise ClusterAccessError(
             "no inventory is configured: set inventory_path (corral-updater init --inventory FILE)"
