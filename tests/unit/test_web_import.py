@@ -537,3 +537,28 @@ def test_the_cli_import_is_refused_while_another_import_runs(
     assert "another import is running" in err
     assert "web.bundle" in err
     assert inst.leftovers() == []
+
+
+def test_a_chunked_upload_past_the_limit_is_refused_mid_body_and_its_spool_file_removed(
+    inst: Installation,
+) -> None:
+    body = (
+        b'--XyZ\r\nContent-Disposition: form-data; name="bundle"; filename="c.bundle"\r\n'
+        b"Content-Type: application/octet-stream\r\n\r\n"
+        + inst.bundle().read_bytes()
+        + b"\0" * UPLOAD_LIMIT
+        + b"\r\n--XyZ--\r\n"
+    )
+    response = inst.site.client().post(
+        "/api/v1/releases",
+        input_stream=io.BytesIO(body),
+        content_type="multipart/form-data; boundary=XyZ",
+        headers={**bearer(inst.site.operator_token), "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},  # what gunicorn says of a chunked body
+    )
+    assert response.status_code == 413
+    assert response.get_json()["error"]["message"] == (
+        f"the request body is larger than the upload limit of {UPLOAD_LIMIT} bytes"
+    )
+    assert inst.leftovers() == []
+    assert inst.releases() == {}

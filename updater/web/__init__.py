@@ -53,6 +53,14 @@ def _handle_http_error(error: HTTPException) -> ResponseReturnValue:
     return render_template("error.html", code=code, name=error.name, message=message), code
 
 
+def _handle_too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
+    # Found mid-body (a chunked upload has no Content-Length): same words as the refusal before the body.
+    limit = request.max_content_length
+    if limit is not None and not str(error.description).startswith("the request body"):
+        error = RequestEntityTooLarge(f"the request body is larger than the upload limit of {limit} bytes")
+    return _handle_http_error(error)
+
+
 def _handle_unexpected(error: Exception) -> ResponseReturnValue:
     log.exception("unhandled error on %s %s", request.method, request.path)
     return _handle_http_error(InternalServerError("internal error; the service log has the details"))
@@ -114,6 +122,7 @@ def create_app(config: ServiceConfig, *, engine: sa.Engine | None = None, check_
     app.before_request(_refuse_oversized_bodies)
     app.register_blueprint(ui)
     app.register_blueprint(api)
+    app.register_error_handler(RequestEntityTooLarge, _handle_too_large)
     app.register_error_handler(HTTPException, _handle_http_error)
     app.register_error_handler(Exception, _handle_unexpected)
     app.after_request(_security_headers)
