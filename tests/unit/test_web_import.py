@@ -562,3 +562,21 @@ def test_a_chunked_upload_past_the_limit_is_refused_mid_body_and_its_spool_file_
     )
     assert inst.leftovers() == []
     assert inst.releases() == {}
+
+
+def test_a_delta_bundle_is_rebuilt_over_its_base_image_from_the_home(inst: Installation) -> None:
+    base = kit_.make_artifacts(inst.kit.root / "base", "1.2.0")
+    target = kit_.make_artifacts(inst.kit.root / "target", "1.3.0")
+    delta = kit_.build_bundle(inst.kit, artifacts=target, delta_base=base.image, name="delta-1.3.0.bundle")
+    missing = inst.imported(delta)
+    assert missing.state == "failed"
+    assert missing.checks[0].name == "delta-base-missing"
+    assert inst.staged() == []
+    bases = inst.site.home / "base-images"
+    bases.mkdir()
+    base_sha, _ = bundle_io.file_digest(base.image)
+    shutil.copy(base.image, bases / f"{base_sha}.tar")
+    status = inst.imported(delta)
+    assert status.state == "staged"
+    assert "delta-base" in [c.name for c in status.checks]
+    assert (inst.site.home / "staging" / "1.3.0" / "image.tar").read_bytes() == target.image.read_bytes()

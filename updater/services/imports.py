@@ -50,7 +50,6 @@ from updater.store.db import transaction
 from updater.store.models import Outcome, Release, ReleaseCheck, ReleaseSource
 
 IMPORTS_DIR = "imports"
-STAGING_DIR = "staging"
 LOCK_NAME = "lock.json"
 ENTITLEMENT_KEY_FILE = "entitlement-key"
 # A queued import the worker has not taken within this time is abandoned (its task expires at the same time).
@@ -81,7 +80,8 @@ def imports_dir(config: ServiceConfig) -> Path:
 
 
 def staging_root(config: ServiceConfig) -> Path:
-    path = config.home / STAGING_DIR
+    """Where releases are staged (``home/staging``, shared with the channel's downloads)."""
+    path = config.staging_dir
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     return path
 
@@ -570,7 +570,7 @@ def _verify_stage_record(
             entitlement_key=inst.entitlement_key,
             installed_version=installed_version,
             node_count=inst.node_count,
-            base_images_dir=None,
+            base_images_dir=config.base_images_dir,  # a delta bundle is rebuilt over its base image
             staging_root=staging_root(config),
         )
     except VerificationError as error:
