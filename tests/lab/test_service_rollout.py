@@ -117,6 +117,19 @@ def _answers(session: LabSession, node: str) -> bool:
         return False
 
 
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if text in command:
+                found.append(command)
+    return found
+
+
 def _collection(out: Path) -> Path:
     subprocess.run(
         [str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(ROOT)],
@@ -245,6 +258,9 @@ def test_a_worker_killed_mid_node_is_replaced_and_the_same_rollout_finishes_with
     wait_for(lambda: stack.boots_since(before), 180, "node1's trial boot", stack.service.workers[-1])
     stack.service.workers[-1].kill()  # kill -9 of the worker and its pool, in the middle of node1
     assert stack.service.view(rollout_id).state == "running"
+    # Nothing the dead run started goes on by itself: neither its ansible-playbook nor its probe.
+    first_run = str(stack.service.home / "rollouts" / rollout_id / "run-1")
+    wait_for(lambda: not _processes_mentioning(first_run), 60, "the dead run's processes ending")
     stack.service.start_worker()  # worker_ready: recovery finds the rollout whose process is gone
     view = stack.service.wait_state(rollout_id, {"succeeded", "failed", "aborted"}, ROLLOUT_TIMEOUT)
     assert view.state == "succeeded", "\n".join(view.log[-60:])

@@ -23,6 +23,7 @@ twice. Celery's redelivery plays no part (tasks are acknowledged when they start
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -71,6 +72,7 @@ log = logging.getLogger(__name__)
 PLAYBOOK = "corral.cloud.rolling_update"
 ROW_WAIT_SECONDS = 60.0  # the enqueuing transaction may commit just after the task starts
 PROBE_STOP_SECONDS = 300.0
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ZOOKEEPER_TIMEOUT = 10.0
 _STORE_STATES = {
     "succeeded": RolloutState.SUCCEEDED,
@@ -188,6 +190,7 @@ class Probe:
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 start_new_session=True,
+                preexec_fn=_stop_with_parent,  # noqa: PLW1509 (a single prctl call, no locks taken)
             )
 
     def stop(self) -> dict[str, Any]:
@@ -206,6 +209,12 @@ class Probe:
             tail = self.output.read_text(errors="replace")[-1500:]
             return {"error": f"corral-probe wrote no report (exit {self.process.returncode}): {tail}"}
         return report if isinstance(report, dict) else {"error": "corral-probe's report is not an object"}
+
+
+def _stop_with_parent() -> None:
+    """In the probe's child process: SIGTERM it when the process that ran the rollout dies (kill -9 included),
+    so a crashed worker leaves no probe running (Linux ``PR_SET_PDEATHSIG``)."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _probe_command() -> str:
