@@ -43,7 +43,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig, known_secrets
 from updater.domain.states import FINAL_ROLLOUT_STATES, RolloutState
-from updater.services import auth
+from updater.services import auth, self_update
 from updater.services.boot import BootServiceError, open_boot_service
 from updater.services.cluster_lock import ClusterLock, LockError
 from updater.services.rollout_cluster import Cluster, ClusterAccessError, load_cluster
@@ -390,7 +390,23 @@ def _run_claimed(
     recorder.log(f"run started by pid {os.getpid()} on {socket.gethostname()}")
     status, rc = _play(config, target, recorder)
     recorder.log(f"{PLAYBOOK} ended: {status} (exit {rc})")
-    return _conclude(lock, sessions, rollout_id, status, recorder)
+    state = _conclude(lock, sessions, rollout_id, status, recorder)
+    if state is RolloutState.SUCCEEDED:
+        _self_update(config, sessions, rollout_id, recorder)
+    return state
+
+
+def _self_update(
+    config: ServiceConfig, sessions: sessionmaker[Session], rollout_id: str, recorder: _Recorder
+) -> None:
+    """The cluster runs the new release: the service moves onto its own package of that release. A fresh
+    transaction that has not queried before the install (the new code migrates from another process)."""
+    with transaction(sessions) as db:
+        release = queries.get_rollout(db, rollout_id).target_release
+        db.expunge(release)
+    with transaction(sessions) as db:
+        outcome = self_update.after_rollout(config, db, release)
+    recorder.log(f"self-update after {rollout_id}: {outcome.action} ({outcome.message})")
 
 
 # --- crash recovery ---------------------------------------------------------------------------------------
