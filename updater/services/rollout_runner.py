@@ -386,18 +386,20 @@ def move_node(
     ``operator_override`` is the rollback path (``corral_rollback_node``): a failed rollout is taken back
     just long enough to move that node back to active.
     """
-    rollout = _rollout(lock, rollout_id)
-    if operator_override and rollout.state is not RolloutState.RUNNING:
-        rollout.start()
-    try:
-        progress = rollout.move_node(
-            node, NodeState(state), release=release, boot_id_before_reboot=boot_id_before_reboot
-        )
-    except (StateError, ValueError) as error:
-        raise RolloutRunnerError(str(error)) from None
-    lock.write_progress(token, rollout_id, node, progress)
-    lock.write_rollout(token, rollout)
-    return progress
+    _rollout(lock, rollout_id)  # a clear refusal when the rollout was never begun
+
+    def change(rollout: Rollout) -> NodeProgress:
+        if operator_override and rollout.state is not RolloutState.RUNNING:
+            rollout.start()
+        try:
+            return rollout.move_node(
+                node, NodeState(state), release=release, boot_id_before_reboot=boot_id_before_reboot
+            )
+        except (StateError, ValueError) as error:
+            raise RolloutRunnerError(str(error)) from None
+
+    # Read-modify-write against the record's version: the nodes of one domain batch move at the same time.
+    return lock.update_rollout(token, rollout_id, change, progress_of=node)
 
 
 def next_action(
