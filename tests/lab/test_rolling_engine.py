@@ -22,6 +22,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import pytest
 from kazoo.client import KazooClient
@@ -61,6 +62,13 @@ def zookeeper(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ZooKeeperSer
         yield server
 
 
+class HasHosts(Protocol):
+    """A ZooKeeper ensemble: the test's own server on loopback, or the lab cluster's own ensemble."""
+
+    @property
+    def hosts(self) -> str: ...
+
+
 @dataclass
 class Release:
     bundle: Path
@@ -72,7 +80,7 @@ class Controller:
     """What the controller of a rollout has: trust, staging, ZooKeeper, the lab."""
 
     session: LabSession
-    zookeeper: ZooKeeperServer
+    zookeeper: HasHosts
     work: Path
     trust_dir: Path
     good: Release
@@ -157,11 +165,9 @@ def _collection(out: Path) -> Path:
     return tarball
 
 
-@pytest.fixture(scope="module")
-def controller(
-    session: LabSession, zookeeper: ZooKeeperServer, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Controller]:
-    work = tmp_path_factory.mktemp("rolling")
+def build_controller(session: LabSession, zookeeper: HasHosts, work: Path) -> Controller:
+    """Trust, a license, the release's collection and two signed bundles: v2 (good) and 0.2.1, whose sshd
+    never starts (bad). Changes nothing on the nodes."""
     base = session.lab.images.get(session.base_image)
     assert base.release.version == V1, (
         f"the lab's image is {base.release.version}, these specs roll {V1} to {V2}"
@@ -188,7 +194,14 @@ def controller(
         artifacts.collection = collection
         bundle = bundle_kit.build_bundle(kit, version, upgrade_from=">=0.1.0, <0.3.0", artifacts=artifacts)
         releases[name] = Release(bundle, image)
-    ctl = Controller(session, zookeeper, work, trust, releases["good"], releases["bad"])
+    return Controller(session, zookeeper, work, trust, releases["good"], releases["bad"])
+
+
+@pytest.fixture(scope="module")
+def controller(
+    session: LabSession, zookeeper: ZooKeeperServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Controller]:
+    ctl = build_controller(session, zookeeper, tmp_path_factory.mktemp("rolling"))
     ctl.reset()
     yield ctl
     ctl.reset()

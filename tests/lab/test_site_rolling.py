@@ -1,0 +1,311 @@
+"""Zero downtime, measured: ``corral.cloud.rolling_update`` on the lab with ``corral.cloud.site`` deployed
+(ZooKeeper, Ceph with RGW, the VIP) while ``corral-probe`` keeps using the cluster (DESIGN.md §6); a drain
+that Ceph refuses on real services; and the negative control that proves the probe can fail.
+
+The lock and progress live in the cluster's own ZooKeeper (the ensemble the site deployed). The module runs
+after the other ``test_site_*`` modules on the shared lab; it deploys the site itself when run alone. Nodes
+are never power-cycled here without a drain (that leaves Ceph's PGs peering for minutes): everything goes
+through the rollout.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env
+from tests.lab.test_rolling_engine import NODES, V1, V2, Controller, build_controller
+from updater.services.boot import FENCE_DIR
+
+SITE_TIMEOUT = 1800
+# The lab's waits: a node reboots in ~2 s; Ceph needs a little longer than the engine-only specs.
+WAITS = {
+    "rolling_node_reboot_timeout": 90,
+    "rolling_node_fence_timeout": 90,
+    "rolling_node_release_retries": 10,
+    "rolling_node_release_delay": 3,
+}
+
+
+class ClusterEnsemble:
+    """The lab cluster's own ZooKeeper ensemble, as the rollout finds it (port 2181 on every node)."""
+
+    def __init__(self, session: LabSession) -> None:
+        self.hosts = ",".join(f"{session.lab.address(node)}:2181" for node in NODES)
+
+
+def _site(session: LabSession) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(VENV_BIN / "ansible-playbook"), "-i", str(session.inventory), "corral.cloud.site"],
+        capture_output=True,
+        text=True,
+        timeout=SITE_TIMEOUT,
+        cwd=ROOT,
+        env=ansible_env(),
+        check=False,
+    )
+
+
+def _forget_rollouts(ctl: Controller) -> None:
+    """No lock, no rollout record, no boot fence: the cluster's ZooKeeper starts its token counter where it
+    is, and the engine specs' fences (their own ZooKeeper) must not outrank it."""
+    for node in NODES:
+        shutil.rmtree(ctl.session.lab.layout.node_dir(node) / FENCE_DIR, ignore_errors=True)
+    for lock in ctl.lock():
+        holder = lock.holder()
+        if holder is not None:
+            lock.break_lock(holder.token)
+        lock.client.delete("/corral/update/rollouts", recursive=True)
+
+
+@pytest.fixture(scope="module")
+def site(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
+    """corral.cloud.site deployed (or converged again: idempotent) on v1, Ceph settled, no rollout."""
+    for node in NODES:
+        assert _version(lab.release(node)) == V1, f"{node} does not run {V1}: {lab.release(node)}"
+    started = time.monotonic()
+    run = _site(lab)
+    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
+    print(f"\n[rolling] corral.cloud.site converged in {time.monotonic() - started:.0f}s", flush=True)
+    ctl = build_controller(lab, ClusterEnsemble(lab), tmp_path_factory.mktemp("site-rolling"))
+    _forget_rollouts(ctl)
+    yield ctl
+    _forget_rollouts(ctl)
+
+
+def _version(release_text: str) -> str:
+    match = re.search(r"^CORRAL_VERSION=(.*)$", release_text, re.MULTILINE)
+    assert match, release_text
+    return match.group(1)
+
+
+def _group_var(ctl: Controller, name: str) -> Any:
+    data = yaml.safe_load(ctl.session.inventory.read_text())
+    return data["all"]["children"]["nodes"]["vars"][name]
+
+
+def _vip(ctl: Controller) -> str:
+    return str(ctl.session.hostvars("node1").get("corral_vip") or _group_var(ctl, "corral_vip"))
+
+
+def _vip_holder(ctl: Controller) -> str:
+    vip = _vip(ctl)
+    holders = [node for node in NODES if f"inet {vip}/" in ctl.session.ssh(node, "ip -4 addr show")]
+    assert len(holders) == 1, f"VIP {vip} held by {holders}"
+    return holders[0]
+
+
+def _s3_keys(ctl: Controller) -> tuple[str, str]:
+    info = json.loads(ctl.session.ssh("node1", "radosgw-admin user info --uid corral"))
+    key = info["keys"][0]
+    return str(key["access_key"]), str(key["secret_key"])
+
+
+def _ceph(ctl: Controller, command: str) -> Any:
+    return json.loads(ctl.session.ssh("node1", f"ceph {command} --format json"))
+
+
+def _wait_until_every_pg_is_active_and_clean(ctl: Controller, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        pgmap = _ceph(ctl, "status")["pgmap"]
+        clean = sum(s["count"] for s in pgmap.get("pgs_by_state", []) if s["state_name"] == "active+clean")
+        if clean == pgmap["num_pgs"]:
+            return
+        assert time.monotonic() < deadline, f"PGs did not settle: {pgmap.get('pgs_by_state')}"
+        time.sleep(2)
+
+
+class Probe:
+    """`corral-probe` beside a rollout: ZooKeeper writes, HTTP and S3 via the VIP, read-back at the end."""
+
+    def __init__(self, ctl: Controller, work: Path, name: str) -> None:
+        access, secret = _s3_keys(ctl)
+        vip = _vip(ctl)
+        self.report = work / f"probe-{name}.json"
+        ready = work / f"probe-{name}.ready"
+        self.process = subprocess.Popen(
+            [
+                str(VENV_BIN / "corral-probe"),
+                "--zookeeper",
+                ctl.zookeeper.hosts,
+                "--vip-url",
+                f"http://{vip}/",
+                "--s3-endpoint",
+                f"http://{vip}",
+                "--s3-bucket",
+                f"probe-{name}",
+                "--report",
+                str(self.report),
+                "--ready-file",
+                str(ready),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env={**os.environ, "CORRAL_S3_ACCESS_KEY": access, "CORRAL_S3_SECRET_KEY": secret},
+        )
+        deadline = time.monotonic() + 90
+        while not ready.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.process.kill()
+                pytest.fail(f"the probe never got ready: {self.process.communicate()[0]}")
+            time.sleep(0.2)
+
+    def stop(self) -> tuple[int, str, dict[str, Any]]:
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            output, _ = self.process.communicate(timeout=120)  # it reads back every object it wrote
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            output = self.process.communicate()[0]
+            pytest.fail(f"the probe did not exit within 120 s of SIGTERM: {output[-3000:]}")
+        report: dict[str, Any] = json.loads(self.report.read_text())
+        return self.process.returncode, output, report
+
+
+def _roll(
+    ctl: Controller, variables: dict[str, object], timeout: float = 1500
+) -> subprocess.CompletedProcess[str]:
+    return ctl.run(timeout=timeout, check_vars={**WAITS, "rolling_node_roles": _roles(), **variables})
+
+
+def _roles() -> list[str]:
+    """Every role of the site, in dependency order (rolling_node's default)."""
+    defaults = yaml.safe_load((ROOT / "roles" / "rolling_node" / "defaults" / "main.yml").read_text())
+    roles: list[str] = defaults["rolling_node_roles"]
+    return roles
+
+
+def _out(run: subprocess.CompletedProcess[str]) -> str:
+    return run.stdout[-8000:] + run.stderr[-3000:]
+
+
+def test_a_rollout_with_every_service_deployed_keeps_the_probe_at_zero_failures(
+    site: Controller, tmp_path: Path
+) -> None:
+    _wait_until_every_pg_is_active_and_clean(site)
+    before = len(site.session.lab.boots())
+    probe_started = time.time()
+    probe = Probe(site, tmp_path, "rollout")
+    # The probe's bucket makes RGW create its pools: they settle before the first drain asks Ceph.
+    _wait_until_every_pg_is_active_and_clean(site)
+    started = time.monotonic()
+    run = _roll(site, {"corral_bundle": str(site.good.bundle), "corral_rollout_id": "update-services"})
+    elapsed = time.monotonic() - started
+    code, output, report = probe.stop()
+    print(f"\n[rolling] 3 nodes with every service in {elapsed:.1f}s")
+    for line in re.findall(r"ROLLING_TIMING [^\"\n\\]*", run.stdout):
+        print(f"[rolling] {line}")
+    print(output, flush=True)
+    for boot in site.session.lab.boots()[before:]:
+        print(f"[rolling] boot {boot.node} at {boot.time}")
+    for name, stats in report["services"].items():
+        at = time.strftime("%H:%M:%S", time.gmtime(probe_started + stats["longest_gap_at_s"]))
+        print(f"[rolling] {name}: longest gap {stats['longest_gap_s']} s from about {at} UTC")
+    assert run.returncode == 0, _out(run)
+    assert site.releases() == dict.fromkeys(NODES, V2)
+    done = re.search(r"ROLLING_DONE rollout=\S+ release=\S+ executed=([\w,]+)", run.stdout)
+    assert done, _out(run)
+    plan = re.findall(r"\d+\. (?:quorum|node|resume): (node\d+)", run.stdout)
+    assert done.group(1).split(",") == plan
+    assert sorted(plan) == sorted(NODES)
+    # Exactly one boot per node: the one-shot trial of v2, in plan order.
+    assert site.boots_since(before) == [(node, site.good.image, "once") for node in plan]
+    # The availability report: no failure, every longest gap within DESIGN.md §6, every object read back.
+    assert code == 0, f"the probe saw failures or gaps over target: {json.dumps(report, indent=1)}"
+    assert report["passed"] is True
+    for name, stats in report["services"].items():
+        assert stats["failures"] == 0, (name, stats)
+        assert stats["operations"] > 0, (name, stats)
+    health = _ceph(site, "status")
+    assert health["health"]["status"] == "HEALTH_OK", health["health"]
+    for lock in site.lock():
+        assert lock.holder() is None
+        record = lock.read_rollout("update-services")
+        assert record is not None
+        assert (record.state, record.executed) == ("succeeded", plan)
+
+
+def _holders_and_flags(ctl: Controller) -> tuple[str, list[str]]:
+    flags = _ceph(ctl, "health detail")["checks"].get("OSD_FLAGS", {}).get("detail", [])
+    return _vip_holder(ctl), [str(flag.get("message", flag)) for flag in flags]
+
+
+def test_a_drain_ceph_refuses_is_undone_and_the_rollout_keeps_the_lock(
+    site: Controller, tmp_path: Path
+) -> None:
+    """The cluster is healthy (the preflight passes) but no OSD may stop: with the data pool's min_size raised
+    to its size, Ceph's ok-to-stop refuses the first node. Its drain (the VIP moved away first) is undone, the
+    node stays in service on its old image, the rollout stops with the reason and keeps the lock."""
+    _wait_until_every_pg_is_active_and_clean(site)
+    first = NODES[0]
+    pool = "corral"
+    size = _ceph(site, f"osd pool get {pool} size")["size"]
+    # Ask Ceph twice rather than for the default two minutes (it would say "not yet" for ever here). The
+    # child ansible-playbook reads the inventory's group_vars too, so that is where the setting goes.
+    group_vars = site.session.inventory.parent / "group_vars"
+    quick = group_vars / "nodes" / "zz-test-quick-drain.yml"
+    quick.parent.mkdir(parents=True, exist_ok=True)
+    quick.write_text("ceph_drain_retries: 1\nceph_drain_delay: 2\n")
+    before = len(site.session.lab.boots())
+    releases_before = site.releases()
+    site.session.ssh("node1", f"ceph osd pool set {pool} min_size {size}")
+    try:
+        run = _roll(site, {"corral_bundle": str(site.bad.bundle), "corral_rollout_id": "update-refused"})
+        holder_after, flags_after = _holders_and_flags(site)
+        drain_file = site.session.ssh(first, "cat /etc/keepalived/corral-drain 2>/dev/null || echo absent")
+        osds_up = _ceph(site, "osd stat")["num_up_osds"]
+    finally:
+        shutil.rmtree(group_vars, ignore_errors=True)
+        site.session.ssh("node1", f"ceph osd pool set {pool} min_size {size - 1}")
+    assert run.returncode != 0
+    assert f"rollout update-refused stopped: the drain of {first} failed" in run.stdout, _out(run)
+    assert f"Ceph refuses to let {first} stop" in run.stdout
+    assert "unsafe to stop osd(s)" in run.stdout
+    assert "The rollout keeps the cluster update lock" in run.stdout
+    # Undone: nothing booted, every OSD up, no noout left behind, the drain file gone, one VIP holder.
+    assert site.boots_since(before) == []
+    assert site.releases() == releases_before
+    assert osds_up == len(NODES)
+    assert flags_after == []
+    assert drain_file.strip() == "absent"
+    assert holder_after in NODES
+    for lock in site.lock():
+        holder = lock.holder()
+        assert holder is not None
+        assert holder.rollout_id == "update-refused", holder
+        record = lock.read_rollout("update-refused")
+        assert record is not None
+        assert record.nodes[first].state == "active"
+    _wait_until_every_pg_is_active_and_clean(site)
+    _forget_rollouts(site)
+
+
+def test_negative_control_stopping_haproxy_on_the_vip_holder_without_a_drain_is_seen_by_the_probe(
+    site: Controller, tmp_path: Path
+) -> None:
+    holder = _vip_holder(site)
+    probe = Probe(site, tmp_path, "negative")
+    time.sleep(3)
+    site.session.ssh(holder, "systemctl stop haproxy")
+    try:
+        time.sleep(8)
+    finally:
+        site.session.ssh(holder, "systemctl start haproxy")
+    code, output, report = probe.stop()
+    print(output, flush=True)
+    assert code != 0, f"the probe did not notice HAProxy stopping on {holder}: {json.dumps(report, indent=1)}"
+    assert report["passed"] is False
+    assert not report["verdicts"]["vip"]["passed"], report["verdicts"]
