@@ -246,6 +246,7 @@ API_MUTATIONS: dict[str, tuple[dict[str, str], dict[str, Any] | None]] = {
 # test_web_import.py, test_web_rollout.py and the integration tier (they need a worker or ZooKeeper).
 UI_RELEASE_MUTATIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "ui.releases.import_upload": ({}, {}),
+    "ui.releases.download": ({"version": "1.3.0"}, {}),
     "ui.rollouts.start": ({}, {"version": "1.3.0"}),
     "ui.rollouts.pause": ({"rollout_id": "r-1"}, {}),
     "ui.rollouts.resume": ({"rollout_id": "r-1"}, {}),
@@ -254,6 +255,7 @@ UI_RELEASE_MUTATIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
 }
 API_RELEASE_MUTATIONS: dict[str, tuple[dict[str, str], dict[str, Any] | None]] = {
     "api.releases.import_release": ({}, None),
+    "api.releases.download_release": ({"version": "1.3.0"}, None),
     "api.rollouts.start": ({}, {"version": "1.3.0"}),
     "api.rollouts.pause": ({"rollout_id": "r-1"}, None),
     "api.rollouts.resume": ({"rollout_id": "r-1"}, None),

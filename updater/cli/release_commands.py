@@ -1,8 +1,10 @@
-"""``corral-updater`` commands for releases: `import`, `check`
+"""``corral-updater`` commands for releases: `import`, `check`, `download`
 (the operator's side of the Import and Updates pages).
 
 They call the same service functions as the web UI and the API: ``import`` takes the same import lock and runs
-the same verify-and-stage (:mod:`updater.services.imports`), here in this process instead of the worker.
+the same verify-and-stage (:mod:`updater.services.imports`), here in this process instead of the worker;
+``download`` runs the channel download the Download button hands to the worker
+(:mod:`updater.services.downloads`: the same per-release lock, resume and verification), here in this process.
 """
 
 from __future__ import annotations
@@ -18,18 +20,28 @@ from typing import Any
 from updater.config import ServiceConfig, home_from_env, load_config
 from updater.domain.errors import VerificationError
 from updater.domain.semver import parse_version
-from updater.services import audit, imports
+from updater.services import audit, downloads, imports
 from updater.store import queries
 from updater.store.db import make_engine, migrate, session_factory, transaction
-from updater.store.models import Outcome, Release
+from updater.store.models import DownloadState, Outcome, Release
 
 
 class ImportFailed(Exception):
     """The bundle failed a check (or could not be staged); the checks were printed, nothing was staged."""
 
 
+class DownloadFailed(Exception):
+    """The download ended without a staged release (failed check, channel error, interrupted)."""
+
+
 # Exceptions these commands raise for refused input or state (printed as one line, exit code 2).
-REFUSALS: tuple[type[Exception], ...] = (ImportFailed, imports.ImportRefused, imports.ImportConflict)
+REFUSALS: tuple[type[Exception], ...] = (
+    ImportFailed,
+    imports.ImportRefused,
+    imports.ImportConflict,
+    DownloadFailed,
+    downloads.DownloadRefused,
+)
 
 
 def _actor() -> str:
@@ -138,6 +150,26 @@ def cmd_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_download(args: argparse.Namespace) -> int:
+    config = _config(args)
+    engine = make_engine(config.effective_database_url)
+    try:
+        migrate(engine)
+        result = downloads.download_release(
+            config, session_factory(engine), version=args.version, actor=_actor()
+        )
+    finally:
+        engine.dispose()
+    if args.json:
+        print(json.dumps({**vars(result), "state": str(result.state)}, indent=2))
+    if result.state is not DownloadState.STAGED:
+        check = f" (check {result.failed_check})" if result.failed_check else ""
+        raise DownloadFailed(f"download of {result.version} {result.state}{check}: {result.message}")
+    if not args.json:
+        print(result.message)
+    return 0
+
+
 def add_commands(commands: Any) -> None:
     """Register this module's sub-commands on ``corral-updater``'s sub-parser."""
     importing = commands.add_parser(
@@ -149,3 +181,10 @@ def add_commands(commands: Any) -> None:
     check = commands.add_parser("check", help="known releases and whether a newer one is available")
     check.add_argument("--json", action="store_true")
     check.set_defaults(func=cmd_check)
+    download = commands.add_parser(
+        "download",
+        help="download a release the channel offers (resuming a partial file), verify and stage it",
+    )
+    download.add_argument("version", help="the release's version, as `check` lists it")
+    download.add_argument("--json", action="store_true")
+    download.set_defaults(func=cmd_download)

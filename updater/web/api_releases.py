@@ -1,4 +1,5 @@
-"""``/api/v1`` routes for releases and imports (nested in the ``api`` blueprint: its token auth applies)."""
+"""``/api/v1`` routes for releases, their downloads and imports (nested in the ``api`` blueprint: its token
+auth applies)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from updater.services import imports
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Role
+from updater.web import downloading
 from updater.web.context import web_context
 from updater.web.importing import start_import
 from updater.web.json_views import release_json
@@ -45,4 +47,17 @@ def release(version: str) -> ResponseReturnValue:
         found = queries.find_release(db, version)
         if found is None:
             raise NotFound(f"no release {version!r} is known")
-        return jsonify(release_json(found))
+        answer = release_json(found)
+    return jsonify({**answer, "download": downloading.progress(answer["version"])})
+
+
+@releases_api.post("/releases/<version>/download")
+@requires(Role.OPERATOR)
+def download_release(version: str) -> ResponseReturnValue:
+    """Queue the download of a release the channel offers; its progress is in ``GET /releases/<version>``."""
+    wanted = downloading.start(version)
+    url = url_for("api.releases.release", version=wanted)
+    response = jsonify({"version": wanted, "state": "queued", "status_url": url})
+    response.status_code = 202
+    response.headers["Location"] = url
+    return response

@@ -100,6 +100,44 @@ _SCHEMAS: dict[str, Any] = {
             "checks": {"type": "array", "items": _ref("Check")},
         },
     },
+    "Download": {
+        "type": "object",
+        "required": [
+            "state",
+            "active",
+            "bytes_done",
+            "bytes_total",
+            "resumed_from",
+            "percent",
+            "started_by",
+            "started_at",
+            "finished_at",
+            "failed_check",
+            "message",
+        ],
+        "properties": {
+            "state": {"type": "string", "enum": ["running", "interrupted", "failed", "staged"]},
+            "active": {"type": "boolean"},
+            "bytes_done": {"type": "integer"},
+            "bytes_total": {"type": "integer"},
+            "resumed_from": {"type": "integer"},
+            "percent": {"type": "number"},
+            "started_by": {"type": "string"},
+            "started_at": {"type": "string", "format": "date-time"},
+            "finished_at": _nullable("string", format="date-time"),
+            "failed_check": _nullable("string"),
+            "message": {"type": "string"},
+        },
+    },
+    "DownloadQueued": {
+        "type": "object",
+        "required": ["version", "state", "status_url"],
+        "properties": {
+            "version": {"type": "string"},
+            "state": {"type": "string", "enum": ["queued"]},
+            "status_url": {"type": "string"},
+        },
+    },
     "Step": {
         "type": "object",
         "required": ["node", "position", "state", "started_at", "finished_at", "duration_seconds"],
@@ -409,7 +447,27 @@ def _paths() -> dict[str, Any]:
             errors=(404,),
         ),
         "/api/v1/releases/{version}": _get(
-            "One release with its verification checks", _ref("Release"), parameters=[_VERSION], errors=(404,)
+            "One release with its verification checks and its latest download's progress (null if none)",
+            {
+                "allOf": [
+                    _ref("Release"),
+                    {
+                        "type": "object",
+                        "required": ["download"],
+                        "properties": {"download": {"oneOf": [_ref("Download"), {"type": "null"}]}},
+                    },
+                ]
+            },
+            parameters=[_VERSION],
+            errors=(404,),
+        ),
+        "/api/v1/releases/{version}/download": _post(
+            "Download a release the channel offers, then verify and stage it (by the worker)",
+            _ref("DownloadQueued"),
+            body=None,
+            status=202,
+            parameters=[_VERSION],
+            errors=(404, 409, 503),
         ),
         "/api/v1/releases/{version}/plan": _get(
             "The plan to a release: node order and batches, estimated duration, preflight results",

@@ -1,4 +1,5 @@
-"""Pages for releases: Import (upload with progress, then each verification check) and Updates.
+"""Pages for releases: Import (upload with progress, then each verification check) and Updates (with the
+Download button for a release the channel offers and its progress).
 
 Nested in the ``ui`` blueprint, so its sign-in and CSRF checks apply. Views only translate HTTP to service
 calls and templates.
@@ -6,9 +7,11 @@ calls and templates.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
-from flask import Blueprint, jsonify, redirect, render_template, request, url_for
+from flask import Blueprint, flash, jsonify, redirect, render_template, request, url_for
+from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import HTTPException, NotFound, UnprocessableEntity
 
 from updater.domain.errors import VerificationError
@@ -16,7 +19,8 @@ from updater.domain.semver import parse_version
 from updater.services import imports, rollouts
 from updater.store import queries
 from updater.store.db import transaction
-from updater.store.models import Role
+from updater.store.models import ReleaseSource, Role
+from updater.web import downloading
 from updater.web import rollout_actions as actions
 from updater.web.context import web_context
 from updater.web.importing import FIELD, start_import
@@ -95,18 +99,40 @@ def updates() -> str:
         known = queries.list_releases(db)
         active = rollouts.active_rollouts(db)
     installed_version = installed.version if installed else None
-    offers = {
-        r.version
-        for r in known
-        if r.staged_path and all(c.passed for c in r.checks) and _newer_than(r.version, installed_version)
-    }
+    newer = [r for r in known if _newer_than(r.version, installed_version)]
+    offers = {r.version for r in newer if r.staged_path and all(c.passed for c in r.checks)}
+    downloadable = {r.version for r in newer if not r.staged_path and r.source == ReleaseSource.PULLED}
     return render_template(
         "updates.html",
         installed=installed_version,
         releases=known,
         offers=offers,
+        downloadable=downloadable,
+        downloads={v: p for v in sorted(downloadable) if (p := downloading.progress(v)) is not None},
         active=active[0].id if active else None,
+        queued=request.args.get("queued", ""),
+        queued_at=request.args.get("at", ""),
     )
+
+
+@releases_ui.post("/updates/<version>/download")
+@requires(Role.OPERATOR)
+def download(version: str) -> ResponseReturnValue:
+    """The Download button: queue the download; the Updates page then shows its progress."""
+    wanted = downloading.start(version)
+    flash(f"Downloading release {wanted}: it is verified and staged when the download ends.", "info")
+    at = datetime.now(UTC).isoformat()
+    return redirect(url_for("ui.releases.updates", queued=wanted, at=at))
+
+
+@releases_ui.get("/updates/<version>/download")
+@requires(Role.VIEWER)
+def download_progress(version: str) -> ResponseReturnValue:
+    """What the Updates page's script polls while a download runs."""
+    found = downloading.progress(version)
+    if found is None:
+        raise NotFound(f"release {version!r} was never downloaded")
+    return jsonify(found)
 
 
 @releases_ui.get("/updates/<version>")
