@@ -32,7 +32,7 @@ def batch_controller(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) 
         result = side.up(nodes=len(NODES), racks=3, disks_per_node=1, disk_size_gib=1, image=lab.base_image)
         session = LabSession(side, result.image)
         with ZooKeeperServer(tmp_path_factory.mktemp("zookeeper-batches")) as zookeeper:
-            yield build_controller(session, zookeeper, tmp_path_factory.mktemp("batches"))
+            yield build_controller(session, zookeeper, tmp_path_factory.mktemp("batches"), nodes=len(NODES))
     finally:
         side.down()
         for image in session.derived if session else []:

@@ -165,7 +165,7 @@ def _collection(out: Path) -> Path:
     return tarball
 
 
-def build_controller(session: LabSession, zookeeper: HasHosts, work: Path) -> Controller:
+def build_controller(session: LabSession, zookeeper: HasHosts, work: Path, nodes: int = 5) -> Controller:
     """Trust, a license, the release's collection and two signed bundles: v2 (good) and 0.2.1, whose sshd
     never starts (bad). Changes nothing on the nodes."""
     base = session.lab.images.get(session.base_image)
@@ -173,7 +173,7 @@ def build_controller(session: LabSession, zookeeper: HasHosts, work: Path) -> Co
         f"the lab's image is {base.release.version}, these specs roll {V1} to {V2}"
     )
     kit = bundle_kit.make_kit(work / "kit")
-    issued = bundle_kit.issue(kit)
+    issued = bundle_kit.issue(kit, nodes=nodes)  # the license's node entitlement
     trust = work / "trust"
     trust.mkdir(mode=0o700)
     (trust / "trust-root.json").write_bytes(kit.vendor.trust_root.read_bytes())
