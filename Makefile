@@ -3,10 +3,14 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: demo test bootstrap lint collection tiers bench requirements clean
+.PHONY: demo demo-down test bootstrap lint collection tiers bench requirements clean
 
+# The single-click update demo (lab, cluster, update server, Redis, update service); demo-down stops it all.
 demo: bootstrap
 	scripts/demo
+
+demo-down:
+	scripts/demo-down
 
 test: bootstrap
 	scripts/test
