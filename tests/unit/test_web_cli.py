@@ -185,7 +185,9 @@ def test_init_imports_a_verified_keyring_and_license_and_status_shows_the_licens
     assert code == 0, err
     secret = key.read_text().strip()
     assert secret not in out
-    assert stat.S_IMODE((home / "trust/entitlement-key").stat().st_mode) == 0o600
+    # The license document and its entitlement key are both stored readable by root only.
+    for private in ("trust/entitlement-key", "trust/license.json"):
+        assert stat.S_IMODE((home / private).stat().st_mode) == 0o600, private
     code, out, _ = run(home, "status", "--json", capsys=capsys)
     status = json.loads(out)
     assert status["license"] == {

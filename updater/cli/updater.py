@@ -214,7 +214,7 @@ def _stage_files(
         (stage / "trust" / TRUST_ROOT_FILE).write_bytes(trust.root)
         (stage / "trust" / KEYRING_FILE).write_bytes(trust.keyring)
         if trust.license is not None and trust.entitlement_key is not None:
-            (stage / "trust" / LICENSE_FILE).write_bytes(trust.license)
+            _write_private(stage / "trust" / LICENSE_FILE, trust.license)
             _write_private(stage / "trust" / ENTITLEMENT_KEY_FILE, trust.entitlement_key.encode() + b"\n")
     if channel is not None:
         (stage / "trust").mkdir(mode=0o700, exist_ok=True)
