@@ -7,6 +7,8 @@ the rollout service can use), so those answers are the service's clear refusals.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -17,7 +19,9 @@ from typing import Any
 import pytest
 
 from tests.unit.test_web import Site, bearer, csrf_from, login, make_site
+from updater.config import ServiceConfig
 from updater.domain.states import NodeState, RolloutState
+from updater.services import rollouts
 from updater.store import queries as q
 from updater.store.db import transaction
 from updater.store.models import Outcome, ReleaseSource
@@ -303,6 +307,73 @@ def test_a_second_apply_while_a_rollout_runs_gets_409_naming_it(site: Site) -> N
     assert refusals == [("rollout.start", Outcome.REFUSED)] * 2
     with transaction(site.sessions) as db:
         assert [r.id for r in q.list_rollouts(db)] == ["r-live"]
+
+
+def _config(site: Site) -> ServiceConfig:
+    config: ServiceConfig = site.app.extensions["corral"].config
+    return config
+
+
+def test_an_apply_while_another_is_being_started_gets_409_naming_who_and_records_nothing(site: Site) -> None:
+    """Two applies side by side: the second arrives while the first runs its preflight (the guard is held
+    until the first's transaction has committed), and is refused naming the first, not run beside it."""
+    _release(site, "1.3.0")
+    with rollouts.starting(_config(site), "alice", "1.3.0"):
+        api = site.client()
+        response = api.post(
+            "/api/v1/rollouts", json={"version": "1.3.0"}, headers=bearer(site.operator_token)
+        )
+        assert response.status_code == 409
+        message = response.get_json()["error"]["message"]
+        assert "another rollout is being started: alice is starting a rollout to 1.3.0 since" in message
+        # The same guard holds in-process too (another gunicorn thread, or the CLI in this process).
+        with (
+            pytest.raises(rollouts.RolloutConflict, match="alice is starting"),
+            rollouts.starting(_config(site), "bob", "1.3.0"),
+        ):
+            pass
+    with transaction(site.sessions) as db:
+        assert q.list_rollouts(db) == []
+    refusals = [(e.action, e.outcome, e.detail) for e in site.audit()]
+    assert refusals == [("rollout.start", Outcome.REFUSED, message)]
+    # Let go: the next apply gets past the guard to the service's own answer (this tier has no cluster).
+    after = site.client().post(
+        "/api/v1/rollouts", json={"version": "1.3.0"}, headers=bearer(site.operator_token)
+    )
+    assert after.status_code == 422, after.get_json()
+
+
+def test_a_start_guard_whose_process_was_killed_is_free_again(site: Site) -> None:
+    """The guard is an flock: a CLI ``apply`` killed with SIGKILL mid-preflight leaves nothing to break."""
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "from pathlib import Path\n"
+            "from updater.config import ServiceConfig\n"
+            "from updater.services import rollouts\n"
+            "with rollouts.starting(ServiceConfig(home=Path(sys.argv[1])), 'carol', '1.3.0'):\n"
+            "    print('held', flush=True)\n"
+            "    time.sleep(60)\n",
+            str(site.home),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None
+        assert holder.stdout.readline().strip() == "held"
+        with (
+            pytest.raises(rollouts.RolloutConflict, match=r"carol is starting a rollout to 1\.3\.0"),
+            rollouts.starting(_config(site), "dave", "1.3.0"),
+        ):
+            pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with rollouts.starting(_config(site), "dave", "1.3.0"):
+        pass
 
 
 def test_starting_an_unknown_release_is_refused_with_the_reason(site: Site) -> None:

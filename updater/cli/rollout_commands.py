@@ -9,10 +9,12 @@ audited in a transaction of its own, printed as one line, and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import sys
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from sqlalchemy.orm import Session
@@ -37,13 +39,20 @@ def _config(args: argparse.Namespace) -> ServiceConfig:
     return load_config(home_from_env(args.home))
 
 
-def _mutate(config: ServiceConfig, action: str, target: str, work: Callable[[Session], T]) -> T:
-    """Run ``work`` in one transaction; a refusal is audited on its own and raised again."""
+def _mutate(
+    config: ServiceConfig,
+    action: str,
+    target: str,
+    work: Callable[[Session], T],
+    guard: AbstractContextManager[None] | None = None,
+) -> T:
+    """Run ``work`` in one transaction (inside ``guard``, held until it has committed); a refusal is audited
+    on its own and raised again."""
     engine = make_engine(config.effective_database_url)
     try:
         sessions = session_factory(engine)
         try:
-            with transaction(sessions) as db:
+            with guard or contextlib.nullcontext(), transaction(sessions) as db:
                 return work(db)
         except REFUSALS as error:
             audit.record_separately(
@@ -121,6 +130,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         "rollout.start",
         args.version,
         lambda db: rollouts.start(config, db, args.version, _actor(), queued.append),
+        guard=rollouts.starting(config, _actor(), args.version),
     )
     _send(config, queued)
     print(f"rollout {rollout_id} started")

@@ -14,6 +14,8 @@ refusal in a transaction of its own (``audit.record_separately``), as it does fo
 
 from __future__ import annotations
 
+import fcntl
+import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -272,11 +274,43 @@ def new_rollout_id(version: str, now: datetime | None = None) -> str:
     return f"update-to-{version}-{stamp}"[:64]
 
 
+START_LOCK = "rollout-start.lock"
+
+
+@contextmanager
+def starting(config: ServiceConfig, actor: str, version: str) -> Iterator[None]:
+    """One start at a time, across the web's threads and processes and the CLI.
+
+    :func:`start` checks that no rollout is active, runs the preflight (seconds of Ansible) and only then
+    records the new rollout: two starts side by side would both pass the check. The caller holds this guard
+    around the whole transaction that calls :func:`start`, until it has committed, so a second start either
+    finds the first one starting (:class:`RolloutConflict` naming who) or finds its committed rollout. The
+    guard is an ``flock``: a process that dies holding it lets go with its last breath.
+    """
+    fd = os.open(Path(config.home) / START_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    with os.fdopen(fd, "r+b") as handle:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = handle.read(512).decode(errors="replace").strip() or "another start (just begun)"
+            raise RolloutConflict(holder, f"another rollout is being started: {holder}") from None
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        handle.write(f"{actor} is starting a rollout to {version} since {since}".encode())
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            handle.flush()
+
+
 def start(config: ServiceConfig, db: Session, version: str, actor: str, enqueue: Enqueue) -> str:
     """Record a rollout to ``version`` (plan and steps) and enqueue its run; returns the rollout id.
 
-    Refused with :class:`RolloutConflict` when a rollout is active in the store or another one holds the lock
-    in ZooKeeper, with :class:`RolloutRefused` when a preflight check fails.
+    Callers hold :func:`starting` around the transaction. Refused with :class:`RolloutConflict` when a rollout
+    is active in the store or another one holds the lock in ZooKeeper, with :class:`RolloutRefused` when a
+    preflight check fails.
     """
     running = active_rollouts(db)
     if running:

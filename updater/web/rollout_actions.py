@@ -6,8 +6,10 @@ refusal becomes 404/409/422 and is audited in a transaction of its own (the serv
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any, TypeVar
 
 from flask import Response, current_app, g, request
@@ -52,10 +54,16 @@ def enqueue_rollout(rollout_id: str) -> None:
     web_context().queue.send(TASK_ROLLOUT, [rollout_id])
 
 
-def mutate(action: str, target: str, work: Callable[[Any], T]) -> T:
-    """Run ``work(db)`` in one transaction; map the service's refusals to HTTP errors and audit them."""
+def mutate(
+    action: str,
+    target: str,
+    work: Callable[[Any], T],
+    guard: AbstractContextManager[None] | None = None,
+) -> T:
+    """Run ``work(db)`` in one transaction (inside ``guard``, held until it has committed); map the service's
+    refusals to HTTP errors and audit them."""
     try:
-        with transaction(web_context().sessions) as db:
+        with guard or contextlib.nullcontext(), transaction(web_context().sessions) as db:
             return work(db)
     except rollouts.RolloutConflict as error:
         raise refuse(action, target, Conflict(str(error))) from None
@@ -80,11 +88,12 @@ def require_release(version: str) -> None:
 
 
 def start(version: str) -> str:
-    config = web_context().config
+    config, actor = web_context().config, g.user.username
     return mutate(
         "rollout.start",
         version,
-        lambda db: rollouts.start(config, db, version, g.user.username, enqueue_rollout),
+        lambda db: rollouts.start(config, db, version, actor, enqueue_rollout),
+        guard=rollouts.starting(config, actor, version),
     )
 
 
