@@ -200,9 +200,29 @@ def lab() -> Iterator[LabSession]:
 
 
 # --- what a lab may leave behind (the teardown contract) ----------------------------------------------------
-def leftovers(name: str, index: int) -> list[str]:
-    """Everything of lab ``name`` still on the host; [] when `down` did its job."""
+def _indexes_in_use() -> set[int]:
+    """The indexes of the labs present on this host now (each lab's ``lab.json``)."""
+    used = set()
+    for cfg in Path("/var/lib/corral-lab").glob("*/lab.json"):
+        try:
+            used.add(int(json.loads(cfg.read_text())["index"]))
+        except (OSError, ValueError, KeyError):
+            continue
+    return used
+
+
+def leftovers(name: str, index: int | None) -> list[str]:
+    """Everything of lab ``name`` still on the host; [] when `down` did its job.
+
+    ``index`` is the lab's (its veth names and addresses carry it). ``None`` when it is not known, as for a
+    lab made and torn down by another process: then any veth or address rule of an index that no present lab
+    has counts as left over."""
     state_dir = f"/var/lib/corral-lab/{name}"
+    in_use = _indexes_in_use() if index is None else set()
+
+    def ours(found: str) -> bool:
+        return int(found) == index if index is not None else int(found) not in in_use
+
     found = [f"state directory {state_dir}"] if Path(state_dir).exists() else []
     found += [f"lock file {p}" for p in Path("/var/lib/corral-lab").glob(f".{name}.lock")]
     found += [
@@ -212,11 +232,15 @@ def leftovers(name: str, index: int) -> list[str]:
     found += [
         f"network device {dev.name}"
         for dev in Path("/sys/class/net").iterdir()
-        if dev.name == f"crl-{name}" or re.fullmatch(rf"crl{index}n\d+", dev.name)
+        if dev.name == f"crl-{name}" or ((m := re.fullmatch(r"crl(\d+)n\d+", dev.name)) and ours(m[1]))
     ]
     found += [f"process {cmd[:120]}" for cmd in _cmdlines() if state_dir in cmd]
     rules = subprocess.run(["iptables-save"], capture_output=True, text=True, check=False).stdout.splitlines()
-    found += [f"iptables rule {r}" for r in rules if f"crl-{name}" in r or f"10.77.{index}." in r]
+    found += [
+        f"iptables rule {r}"
+        for r in rules
+        if f"crl-{name}" in r or any(ours(i) for i in re.findall(r"\b10\.77\.(\d+)\.", r))
+    ]
     found += [f"cgroup {c}" for c in Path("/sys/fs/cgroup").glob(f"*/lxc.*.{name}-node*")]
     return found
 

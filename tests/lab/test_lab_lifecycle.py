@@ -155,7 +155,7 @@ def test_the_shared_lab_is_torn_down_even_when_a_test_fails(tmp_path: Path) -> N
     assert result.returncode == 1, result.stdout[-3000:]
     assert "deliberate failure" in result.stdout
     assert "1 failed" in result.stdout
-    assert leftovers(NESTED, 0) == []
+    assert leftovers(NESTED, None) == []
 
 
 def test_a_second_session_refuses_to_take_over_a_lab_in_use(lab: LabSession, tmp_path: Path) -> None:
@@ -219,4 +219,4 @@ def test_the_shared_lab_is_torn_down_when_the_run_is_killed_with_sigterm(tmp_pat
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert leftovers(KILLED, 0) == []
+    assert leftovers(KILLED, None) == []

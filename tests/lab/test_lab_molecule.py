@@ -38,4 +38,4 @@ def test_molecule_test_converges_and_verifies_on_a_lab_node_then_destroys_it() -
     for step in ("create", "converge", "idempotence", "verify", "destroy"):
         assert f"{step}: Executed: Successful" in output
     assert not Lab(MOLECULE_LAB).exists()
-    assert leftovers(MOLECULE_LAB, 0) == []
+    assert leftovers(MOLECULE_LAB, None) == []

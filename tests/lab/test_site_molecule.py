@@ -39,4 +39,4 @@ def test_role_scenario_converges_idempotently_and_verifies(role: str, suffix: st
     for step in ("create", "converge", "idempotence", "verify", "destroy"):
         assert f"{step}: Executed: Successful" in output
     assert not Lab(lab).exists()
-    assert leftovers(lab, 0) == []
+    assert leftovers(lab, None) == []
