@@ -13,12 +13,15 @@ import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
+    CheckContext,
     content_type_conformance,
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
 )
+from schemathesis.core.transport import Response
 
+from tests.integration.redis_server import free_port
 from tests.unit.test_web import Site, bearer, make_site
 from updater.store import queries as q
 from updater.store.db import transaction
@@ -33,7 +36,26 @@ FUZZ = settings(
         HealthCheck.filter_too_much,
     ],
 )
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
+
+
+@schemathesis.check
+def not_a_server_error_but_the_queue(
+    ctx: CheckContext, response: Response, case: schemathesis.Case
+) -> bool | None:
+    """No 5xx, except the documented 503 of a request that got as far as the task queue: this tier runs no
+    Redis (its site points at a closed loopback port), and "queue unreachable" is the answer the API gives
+    then (an upload that passes every check before the queue is rare, but Hypothesis finds one at times)."""
+    if response.status_code == 503 and "the task queue (Redis at" in response.text:
+        return True
+    return not_a_server_error(ctx, response, case)
+
+
+CHECKS = [
+    not_a_server_error_but_the_queue,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
 OPERATIONS = [
     f"{method.upper()} {path}"
     for path, item in openapi_document()["paths"].items()
@@ -44,7 +66,8 @@ OPERATIONS = [
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    made = make_site(tmp_path_factory.mktemp("fuzz"))
+    # No task queue in this tier: a closed loopback port, so reaching it is a quick, documented 503.
+    made = make_site(tmp_path_factory.mktemp("fuzz"), redis_url=f"redis://127.0.0.1:{free_port()}/0")
     yield made
     made.app.extensions["corral"].engine.dispose()
 
