@@ -58,6 +58,7 @@ class ServiceConfig:
     session_lifetime_seconds: int = 8 * 3600
     max_upload_bytes: int = DEFAULT_MAX_UPLOAD_BYTES
     channel_check_interval_seconds: int = 3600
+    cluster_observe_interval_seconds: int = 300  # the worker observes every node for the Overview this often
     inventory_path: str = ""  # ansible-inventory --list JSON, or an inventory file/dir (empty: none yet)
     bind: str = "127.0.0.1:8443"
     tls_cert: str = ""  # empty: home/tls/cert.pem
@@ -81,7 +82,12 @@ class ServiceConfig:
             )
         if not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("redis_url must be a redis://, rediss:// or unix:// URL")
-        for name in ("session_lifetime_seconds", "max_upload_bytes", "channel_check_interval_seconds"):
+        for name in (
+            "session_lifetime_seconds",
+            "max_upload_bytes",
+            "channel_check_interval_seconds",
+            "cluster_observe_interval_seconds",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"{name} must be a positive whole number, got {value!r}")

@@ -7,6 +7,9 @@ Thin adapters: each task only calls service functions (see :mod:`updater.tasks` 
   (:func:`rollout_execution.recover`); it is sent when a worker is ready and scheduled by beat every
   :data:`RECOVERY_INTERVAL_SECONDS`. Recovery comes from persisted state (the store and ZooKeeper), never from
   Celery redelivery.
+- ``corral.observe_cluster`` observes every node for the Overview (:func:`cluster_view.refresh`); scheduled by
+  beat every ``cluster_observe_interval_seconds`` and sent after every rollout run, so the Overview shows the
+  nodes' new release and health as soon as a rollout ends.
 """
 
 from __future__ import annotations
@@ -20,12 +23,15 @@ from celery.signals import worker_ready
 from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
-from updater.services import rollout_execution
+from updater.services import cluster_view, rollout_execution
+from updater.services.rollout_cluster import ClusterAccessError
 
 TASK_ROLLOUT = "corral.rollout"
 TASK_RECOVER_ROLLOUTS = "corral.recover_rollouts"
 RECOVERY_ENTRY = "recover-rollouts"
 RECOVERY_INTERVAL_SECONDS = 60
+TASK_OBSERVE_CLUSTER = "corral.observe_cluster"
+OBSERVE_ENTRY = "observe-cluster"
 
 
 def register(app: Celery, config: ServiceConfig, sessions: Callable[[], sessionmaker[Session]]) -> None:
@@ -38,19 +44,35 @@ def register(app: Celery, config: ServiceConfig, sessions: Callable[[], sessionm
         app.send_task(TASK_RECOVER_ROLLOUTS)
 
     def rollout(rollout_id: str) -> str:
-        return rollout_execution.run(config, sessions(), rollout_id)
+        try:
+            return rollout_execution.run(config, sessions(), rollout_id)
+        finally:
+            app.send_task(TASK_OBSERVE_CLUSTER)  # whatever the outcome: the Overview shows the nodes now
 
     def recover_rollouts() -> list[str]:
         return rollout_execution.recover(config, sessions(), enqueue)
 
+    def observe_cluster() -> dict[str, Any]:
+        try:
+            seen = cluster_view.refresh(config)
+        except ClusterAccessError as error:  # no inventory yet, or one Ansible cannot read
+            return {"observed": False, "message": str(error)}
+        return {"observed": True, "observed_at": seen.observed_at.isoformat(timespec="seconds")}
+
     app.task(name=TASK_ROLLOUT)(rollout)
     app.task(name=TASK_RECOVER_ROLLOUTS)(recover_rollouts)
+    app.task(name=TASK_OBSERVE_CLUSTER)(observe_cluster)
     app.conf.beat_schedule = {
         **(app.conf.beat_schedule or {}),
         RECOVERY_ENTRY: {
             "task": TASK_RECOVER_ROLLOUTS,
             "schedule": timedelta(seconds=RECOVERY_INTERVAL_SECONDS),
             "options": {"expires": float(RECOVERY_INTERVAL_SECONDS)},
+        },
+        OBSERVE_ENTRY: {
+            "task": TASK_OBSERVE_CLUSTER,
+            "schedule": timedelta(seconds=config.cluster_observe_interval_seconds),
+            "options": {"expires": float(config.cluster_observe_interval_seconds)},
         },
     }
 

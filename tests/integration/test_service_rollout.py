@@ -21,8 +21,9 @@ from tests.integration.zookeeper import ZooKeeperServer
 from updater.domain.inventory import build_inventory
 from updater.domain.placement import NodeLocation
 from updater.domain.states import RolloutState
-from updater.services import rollouts
+from updater.services import cluster_view, rollouts
 from updater.services.cluster_lock import ClusterLock, StaleToken
+from updater.services.overview import build_overview
 from updater.services.rollout_runner import (
     RunOwner,
     apply_control,
@@ -35,7 +36,7 @@ from updater.services.rollout_runner import (
 )
 from updater.store import queries
 from updater.store.models import ReleaseSource
-from updater.tasks_rollout import TASK_ROLLOUT
+from updater.tasks_rollout import OBSERVE_ENTRY, TASK_OBSERVE_CLUSTER, TASK_ROLLOUT
 
 VERSION = "0.2.0"
 NODES = ("node1", "node2", "node3")
@@ -183,6 +184,30 @@ def test_preflight_names_each_node_that_does_not_answer_and_start_records_nothin
         rollouts.start(service.config, db, VERSION, "bob", queued.append)
     assert queued == []
     assert _rollout_count(service) == before
+
+
+def test_the_worker_observes_the_nodes_for_the_overview_on_its_beat_task(service: Service) -> None:
+    """``corral.observe_cluster`` (beat, and after every rollout run) through the real worker: the same
+    play as the preflight, saved with its time; the Overview then shows every node unreachable with the reason
+    instead of "unknown"."""
+    (service.home / cluster_view.OBSERVATION_FILE).unlink(missing_ok=True)
+    with service.db() as db:
+        assert build_overview(db, service.config).cluster_health == "not observed yet"
+    result = service.celery.send_task(TASK_OBSERVE_CLUSTER).get(timeout=180)
+    assert result["observed"] is True, result
+    with service.db() as db:
+        overview = build_overview(db, service.config)
+    assert overview.observed_at is not None
+    assert overview.cluster_health == (
+        "3 of 3 nodes need attention: node1 unreachable, node2 unreachable, node3 unreachable"
+    )
+    for node in overview.nodes:
+        assert node.health == "unreachable", node
+        assert "Connection refused" in node.health_detail or "UNREACHABLE" in node.health_detail, node
+        assert node.release is None
+    schedule = service.celery.conf.beat_schedule[OBSERVE_ENTRY]
+    assert schedule["task"] == TASK_OBSERVE_CLUSTER
+    assert schedule["schedule"].total_seconds() == service.config.cluster_observe_interval_seconds
 
 
 def test_an_unknown_release_is_refused(service: Service, lock: ClusterLock) -> None:

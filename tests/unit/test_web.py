@@ -23,7 +23,8 @@ from werkzeug.routing import Rule
 
 from updater.config import ServiceConfig
 from updater.domain.states import NodeState, RolloutState
-from updater.services import auth
+from updater.services import auth, cluster_view
+from updater.services.rollout_cluster import Observation
 from updater.store import queries as q
 from updater.store.db import make_engine, migrate, session_factory, transaction
 from updater.store.models import AuditEntry, Outcome, ReleaseSource, Role
@@ -557,6 +558,58 @@ def test_overview_shows_inventory_nodes_with_their_last_known_state(site: Site) 
     page = client.get("/").get_data(as_text=True)
     assert "10.99.0.13" in page
     assert "No license installed" in page
+
+
+UNREACHABLE = "UNREACHABLE! ssh: connect to host 10.99.0.13 port 22: No route to host"
+
+
+def test_overview_shows_each_nodes_release_and_health_from_the_last_observation(site: Site) -> None:
+    config: ServiceConfig = site.app.extensions["corral"].config
+    before = site.client().get("/api/v1/status", headers=bearer(site.viewer_token)).get_json()
+    assert before["cluster_health"] == "not observed yet"
+    assert before["observed_at"] is None
+    assert {n["health"] for n in before["nodes"]} == {"unknown"}
+    seen = datetime(2026, 12, 3, 15, 0, tzinfo=UTC)
+    cluster_view.save(
+        config,
+        Observation(
+            releases={"node1": "0.2.0", "node2": "0.1.0"},
+            unreachable={"node3": UNREACHABLE},
+            unhealthy={"node2": "Check Ceph is healthy: HEALTH_WARN (OSD_DOWN: 1 osds down)"},
+        ),
+        now=seen,
+    )
+    status = site.client().get("/api/v1/status", headers=bearer(site.viewer_token)).get_json()
+    assert status["observed_at"] == "2026-12-03T15:00:00+00:00"
+    assert status["cluster_health"] == ("2 of 3 nodes need attention: node2 unhealthy, node3 unreachable")
+    nodes = {n["name"]: (n["release"], n["health"], n["health_detail"]) for n in status["nodes"]}
+    assert nodes == {
+        "node1": ("0.2.0", "healthy", ""),
+        "node2": ("0.1.0", "unhealthy", "Check Ceph is healthy: HEALTH_WARN (OSD_DOWN: 1 osds down)"),
+        "node3": (
+            None,
+            "unreachable",
+            "UNREACHABLE! ssh: connect to host 10.99.0.13 port 22: No route to host",
+        ),
+    }
+    client = site.client()
+    login(client, "vera")
+    page = client.get("/").get_data(as_text=True)
+    assert "2 of 3 nodes need attention" in page
+    assert "2026-12-03 15:00:00 UTC" in page
+    assert "OSD_DOWN: 1 osds down" in page
+    cluster_view.save(config, Observation(releases=dict.fromkeys(("node1", "node2", "node3"), "0.2.0")))
+    healthy = site.client().get("/api/v1/status", headers=bearer(site.viewer_token)).get_json()
+    assert healthy["cluster_health"].startswith("healthy: all 3 nodes answer")
+    assert {n["release"] for n in healthy["nodes"]} == {"0.2.0"}
+
+
+def test_an_unreadable_observation_is_reported_and_the_nodes_shown_unknown(site: Site) -> None:
+    (site.home / cluster_view.OBSERVATION_FILE).write_text("{not json")
+    status = site.client().get("/api/v1/status", headers=bearer(site.viewer_token)).get_json()
+    assert any(p.startswith("cluster observation: ") and "cannot be read" in p for p in status["problems"])
+    assert status["cluster_health"] == "not observed yet"
+    assert {n["health"] for n in status["nodes"]} == {"unknown"}
 
 
 def test_overview_reports_an_unreadable_inventory_instead_of_inventing_nodes(tmp_path: Path) -> None:

@@ -395,8 +395,13 @@ def cmd_status(args: argparse.Namespace) -> int:
                 f"license: {lic.customer} ({lic.license_id}), channels {', '.join(lic.channels)}, "
                 f"{lic.node_entitlement} nodes, updates until {lic.updates_until}"
             )
+        seen = overview.observed_at.isoformat(timespec="seconds") if overview.observed_at else "never"
+        print(f"cluster: {overview.cluster_health} (observed: {seen})")
         for node in overview.nodes:
-            print(f"  {node.name:20} {node.site}/{node.rack or '-':10} {node.state}")
+            print(
+                f"  {node.name:20} {node.site}/{node.rack or '-':10} {node.release or 'unknown':10} "
+                f"{node.health:11} {node.state}" + (f"  ({node.health_detail})" if node.health_detail else "")
+            )
         for problem in overview.problems:
             print(f"problem: {problem}")
         return 0

@@ -1,9 +1,10 @@
 """What the Overview page, ``GET /api/v1/status`` and ``corral-updater status`` show, from what is known.
 
-Sources, in order of authority: the inventory (which nodes exist, where), the store (each node's latest
-rollout step, the installed release), the trust directory (the license). Later the node states come from
-ZooKeeper (DESIGN.md §7); until then the store is the only source and the page says so. Nothing is
-invented: an unknown value is shown as unknown, and a source that cannot be read is reported as a problem.
+Sources, in order of authority: the inventory (which nodes exist, where), the cluster's last observation
+(:mod:`updater.services.cluster_view`: each node's release, whether it answers, its role health, and when
+that was seen), the store (each node's latest rollout step, the installed release), the trust directory (the
+license). Nothing is invented: an unknown value is shown as unknown, and a source that cannot be read is
+reported as a problem.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from updater.domain.inventory import Inventory, InventoryError, inventory_from_a
 from updater.domain.keyring import TrustStore
 from updater.domain.license import verify_license
 from updater.domain.states import FINAL_ROLLOUT_STATES
-from updater.services import inventory_loader
+from updater.services import cluster_view, inventory_loader
 from updater.store import queries
 
 TRUST_ROOT_FILE = "trust-root.json"
@@ -51,6 +52,9 @@ class NodeRow:
     quorum_services: tuple[str, ...]
     state: str  # the node's state in its latest rollout step, or "unknown"
     last_rollout: str | None
+    release: str | None = None  # what /etc/corral-release said at the last observation
+    health: str = "unknown"  # healthy | unhealthy | unreachable | unknown (cluster_view.NodeHealth)
+    health_detail: str = ""
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class Overview:
     nodes: tuple[NodeRow, ...]
     active_rollout: str | None
     problems: tuple[str, ...] = field(default=())
+    cluster_health: str = "not observed yet"
+    observed_at: datetime | None = None
 
     def as_json(self) -> dict[str, Any]:
         lic = self.license
@@ -84,11 +90,16 @@ class Overview:
                     "quorum_services": list(n.quorum_services),
                     "state": n.state,
                     "last_rollout": n.last_rollout,
+                    "release": n.release,
+                    "health": n.health,
+                    "health_detail": n.health_detail,
                 }
                 for n in self.nodes
             ],
             "active_rollout": self.active_rollout,
             "problems": list(self.problems),
+            "cluster_health": self.cluster_health,
+            "observed_at": self.observed_at.isoformat(timespec="seconds") if self.observed_at else None,
         }
 
 
@@ -143,11 +154,17 @@ def build_overview(session: Session, config: ServiceConfig, *, now: datetime | N
             inventory = load_inventory(config.inventory_path)
         except (InventoryError, OSError) as error:
             problems.append(f"inventory: {error}")
+    seen: cluster_view.SavedObservation | None = None
+    try:
+        seen = cluster_view.load(config)
+    except cluster_view.ObservationUnreadable as error:
+        problems.append(f"cluster observation: {error}")
     latest = queries.latest_steps_by_node(session)
     rows = []
     if inventory is not None:
         for node in inventory.nodes:
             step = latest.get(node.name)
+            health = seen.node(node.name) if seen else cluster_view.NodeHealth("unknown", None)
             rows.append(
                 NodeRow(
                     node.name,
@@ -157,10 +174,24 @@ def build_overview(session: Session, config: ServiceConfig, *, now: datetime | N
                     tuple(sorted(node.quorum_services)),
                     str(step.state) if step else "unknown",
                     step.rollout_id if step else None,
+                    health.release,
+                    health.state,
+                    health.detail,
                 )
             )
     installed = queries.installed_release(session)
     active = next(
         (r.id for r in queries.list_rollouts(session, limit=20) if r.state not in FINAL_ROLLOUT_STATES), None
     )
-    return Overview(installed.version if installed else None, lic, tuple(rows), active, tuple(problems))
+    summary = "not observed yet"
+    if seen is not None and inventory is not None:
+        summary = seen.summary([node.name for node in inventory.nodes])
+    return Overview(
+        installed.version if installed else None,
+        lic,
+        tuple(rows),
+        active,
+        tuple(problems),
+        summary,
+        seen.observed_at if seen else None,
+    )

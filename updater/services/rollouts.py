@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from updater.config import ServiceConfig
 from updater.domain.states import BROKEN_STATES, FINAL_ROLLOUT_STATES, RolloutState
-from updater.services import audit
+from updater.services import audit, cluster_view
 from updater.services.cluster_lock import ClusterLock, LockError, LockHolder
 from updater.services.rollout_cluster import Cluster, ClusterAccessError, load_cluster, observe
 from updater.services.rollout_runner import (
@@ -215,6 +215,7 @@ def _preview(
     release = _release(db, version)
     cluster = _cluster(config)
     observation = observe(cluster)
+    cluster_view.save(config, observation)  # the Overview shows what this preflight saw
     checks = _release_checks(release)
     missing = {**observation.unreachable}
     checks.append(

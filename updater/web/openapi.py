@@ -252,6 +252,8 @@ _SCHEMAS: dict[str, Any] = {
             "nodes": {"type": "array", "items": {"type": "object"}},
             "active_rollout": _nullable("string"),
             "problems": {"type": "array", "items": {"type": "string"}},
+            "cluster_health": {"type": "string"},
+            "observed_at": _nullable("string"),
         },
     },
 }
