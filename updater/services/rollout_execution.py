@@ -46,6 +46,13 @@ from updater.domain.states import FINAL_ROLLOUT_STATES, RolloutState
 from updater.services import auth, self_update
 from updater.services.boot import BootServiceError, open_boot_service
 from updater.services.cluster_lock import ClusterLock, LockError
+from updater.services.probe_credentials import (
+    S3_USER,
+    ProbeCredentialsError,
+    S3Access,
+    environment_without_keys,
+    s3_access,
+)
 from updater.services.rollout_cluster import Cluster, ClusterAccessError, load_cluster
 from updater.services.rollout_events import failure_reason, log_lines, step_change
 from updater.services.rollout_runner import (
@@ -72,6 +79,8 @@ log = logging.getLogger(__name__)
 PLAYBOOK = "corral.cloud.rolling_update"
 ROW_WAIT_SECONDS = 60.0  # the enqueuing transaction may commit just after the task starts
 PROBE_STOP_SECONDS = 300.0
+PROBE_READY_SECONDS = 60.0  # a probe with S3 sets its clients up (bucket, objects to read back) first
+PROBE_READY_FILE = "probe.ready"
 _PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ZOOKEEPER_TIMEOUT = 10.0
 _STORE_STATES = {
@@ -175,25 +184,95 @@ def _set_state(
 
 # --- the probe beside the rollout -------------------------------------------------------------------------
 class Probe:
-    """``corral-probe`` against the cluster's services while the rollout runs; its JSON report at the end."""
+    """``corral-probe`` against the cluster's services while the rollout runs; its JSON report at the end.
 
-    def __init__(self, cluster: Cluster, directory: Path) -> None:
+    ZooKeeper always; the VIP when the rollout rolls the endpoint; S3 through the VIP (PUT/GET of fresh
+    objects, reads of objects written before) when it also rolls Ceph, as the RGW user ``corral``
+    (:mod:`updater.services.probe_credentials`). Its keys reach the probe through its environment only and are
+    redacted from the rollout's log. S3 that cannot be set up (keys unreadable, clients failing) leaves the
+    probe running without it; the report's ``notes`` say why."""
+
+    def __init__(self, cluster: Cluster, directory: Path, rollout_id: str, recorder: _Recorder) -> None:
         self.report = directory / "probe.json"
         self.output = directory / "probe.log"
+        self.notes: list[str] = []
+        self._redact = recorder.redactor.redact
+        s3 = self._s3(cluster, rollout_id, recorder)
+        self.process = self._start(cluster, s3, directory)
+        if s3 is not None and not self._s3_ready(directory, recorder):
+            self.process = self._start(cluster, None, directory)
+
+    def _s3(self, cluster: Cluster, rollout_id: str, recorder: _Recorder) -> S3Access | None:
+        try:
+            s3 = s3_access(cluster, rollout_id)
+        except ProbeCredentialsError as error:
+            self._note(recorder, f"S3 not probed: its keys could not be read: {error}")
+            return None
+        except Exception as error:  # the probe's S3 is a measurement: it never stops the rollout
+            log.warning("reading the probe's S3 keys failed", exc_info=True)
+            self._note(recorder, f"S3 not probed: reading its keys failed ({type(error).__name__}): {error}")
+            return None
+        if s3 is not None:
+            for secret in s3.secrets:
+                recorder.redactor.add(secret)
+            recorder.log(
+                f"probe: S3 through {s3.endpoint} in bucket {s3.bucket} as RGW user {S3_USER} "
+                f"(keys read on {s3.node})"
+            )
+        return s3
+
+    def _start(self, cluster: Cluster, s3: S3Access | None, directory: Path) -> subprocess.Popen[bytes]:
         command = [_probe_command(), "--zookeeper", cluster.zookeeper_hosts, "--report", str(self.report)]
         if cluster.vip:
             command += ["--vip-url", f"http://{cluster.vip}/"]
-        with self.output.open("wb") as out:
-            self.process = subprocess.Popen(
+        environment = environment_without_keys(os.environ)
+        if s3 is not None:
+            # The keys go in the child's environment only: never its argv (process listings), never a log.
+            command += [*s3.arguments(), "--ready-file", str(directory / PROBE_READY_FILE)]
+            environment = s3.environment(environment)
+        with self.output.open("ab") as out:
+            return subprocess.Popen(
                 command,
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
+                env=environment,
                 start_new_session=True,
                 preexec_fn=_stop_with_parent,  # noqa: PLW1509 (a single prctl call, no locks taken)
             )
 
+    def _s3_ready(self, directory: Path, recorder: _Recorder) -> bool:
+        """Wait (bounded) for the probe with S3 to set its clients up; ``False`` when it gave up (it is
+        started again without S3), ``True`` when ready or still setting up (it measures once it is)."""
+        ready = directory / PROBE_READY_FILE
+        deadline = time.monotonic() + PROBE_READY_SECONDS
+        while not ready.exists():
+            if self.process.poll() is not None:
+                tail = self.output.read_text(errors="replace").strip()[-600:]
+                self._note(
+                    recorder,
+                    f"S3 not probed: corral-probe could not set up its S3 clients "
+                    f"(exit {self.process.returncode}): {tail}",
+                )
+                return False
+            if time.monotonic() > deadline:
+                recorder.log(f"probe: still setting up its S3 clients after {PROBE_READY_SECONDS:g} s")
+                return True
+            time.sleep(0.2)
+        return True
+
+    def _note(self, recorder: _Recorder, text: str) -> None:
+        note = self._redact(text)
+        self.notes.append(note)
+        recorder.log(f"probe: {note}")
+
     def stop(self) -> dict[str, Any]:
+        report = self._stop()
+        if self.notes:
+            report["notes"] = list(self.notes)
+        return report
+
+    def _stop(self) -> dict[str, Any]:
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
@@ -206,7 +285,7 @@ class Probe:
         try:
             report = json.loads(self.report.read_text())
         except (OSError, json.JSONDecodeError):
-            tail = self.output.read_text(errors="replace")[-1500:]
+            tail = self._redact(self.output.read_text(errors="replace")[-1500:])
             return {"error": f"corral-probe wrote no report (exit {self.process.returncode}): {tail}"}
         return report if isinstance(report, dict) else {"error": "corral-probe's report is not an object"}
 
@@ -253,7 +332,7 @@ def _play(config: ServiceConfig, target: _Target, recorder: _Recorder) -> tuple[
     private = base / f"run-{len(list(base.glob('run-*'))) + 1}"
     private.mkdir(mode=0o700)
     recorder.log(f"running {PLAYBOOK} for {version} (ansible-runner data in {private})")
-    probe = Probe(cluster, private)
+    probe = Probe(cluster, private, rollout_id, recorder)
     try:
         runner = ansible_runner.run(
             private_data_dir=str(private),
