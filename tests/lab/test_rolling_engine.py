@@ -362,12 +362,35 @@ def test_killed_in_the_middle_of_a_node_a_rerun_finishes_it_without_a_second_boo
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait(timeout=30)
+    # Its per-node run (a session of its own) does not go on alone: the kernel tells it its parent died.
+    deadline = time.monotonic() + 60
+    while _per_node_runs():
+        assert time.monotonic() < deadline, f"the killed run's per-node plays go on: {_per_node_runs()}"
+        time.sleep(0.5)
     run = controller.run("-e", f"corral_release={V2}")
     assert run.returncode == 0, _out(run)
     assert controller.releases() == dict.fromkeys(NODES, V2)
     boots = controller.boots_since(before)
     assert sorted(node for node, _, _ in boots) == list(NODES), boots
+    # The re-run is what finished node1, from where it stood (rebooted, or about to): no drain again.
+    resumed = re.search(r"ROLLING_TIMING node=node1 resumed_at=(\w+)", run.stdout)
+    assert resumed, _out(run)
+    assert resumed.group(1) in ("boot", "verify"), resumed.group(0)
     controller.reset()
+
+
+def _per_node_runs() -> list[str]:
+    """Command lines of per-node plays (``ansible-playbook ... -e @.../rollout-vars.json``) on this host."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "rollout-vars.json" in cmdline and "ansible-playbook" in cmdline:
+                found.append(cmdline[:200])
+    return found
 
 
 def test_a_stale_worker_cannot_set_a_boot_pointer_after_a_newer_rollout_took_over(

@@ -23,7 +23,6 @@ twice. Celery's redelivery plays no part (tasks are acknowledged when they start
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import logging
 import os
@@ -61,6 +60,7 @@ from updater.services.rollout_runner import (
     RunOwner,
     claim_run,
     clear_control,
+    die_with_parent,
     drop_run_owner,
     finish_rollout,
     owner_is_dead_here,
@@ -81,7 +81,6 @@ ROW_WAIT_SECONDS = 60.0  # the enqueuing transaction may commit just after the t
 PROBE_STOP_SECONDS = 300.0
 PROBE_READY_SECONDS = 60.0  # a probe with S3 sets its clients up (bucket, objects to read back) first
 PROBE_READY_FILE = "probe.ready"
-_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ZOOKEEPER_TIMEOUT = 10.0
 _STORE_STATES = {
     "succeeded": RolloutState.SUCCEEDED,
@@ -238,7 +237,7 @@ class Probe:
                 stdin=subprocess.DEVNULL,
                 env=environment,
                 start_new_session=True,
-                preexec_fn=_stop_with_parent,  # noqa: PLW1509 (a single prctl call, no locks taken)
+                preexec_fn=die_with_parent,  # noqa: PLW1509 (a crashed worker leaves no probe running)
             )
 
     def _s3_ready(self, directory: Path, recorder: _Recorder) -> bool:
@@ -288,12 +287,6 @@ class Probe:
             tail = self._redact(self.output.read_text(errors="replace")[-1500:])
             return {"error": f"corral-probe wrote no report (exit {self.process.returncode}): {tail}"}
         return report if isinstance(report, dict) else {"error": "corral-probe's report is not an object"}
-
-
-def _stop_with_parent() -> None:
-    """In the probe's child process: SIGTERM it when the process that ran the rollout dies (kill -9 included),
-    so a crashed worker leaves no probe running (Linux ``PR_SET_PDEATHSIG``)."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def _probe_command() -> str:

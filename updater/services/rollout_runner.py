@@ -17,6 +17,7 @@ Nothing here prints or returns a secret: the entitlement key is read from its fi
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import selectors
@@ -606,6 +607,15 @@ class ChildRun:
     orphaned: bool  # the controller's ansible-playbook went away and the run was stopped
 
 
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when the process that started it dies, ``kill -9`` included
+    (Linux ``PR_SET_PDEATHSIG``), so no child of a killed controller or worker goes on alone."""
+    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def run_release_playbook(
     argv: Sequence[str],
     *,
@@ -619,8 +629,10 @@ def run_release_playbook(
     collections first) as its collection path, streaming every line to ``on_line`` and ``log``.
 
     The run is stopped (SIGTERM to its process group, SIGKILL after 10 s) as soon as this process's parent
-    goes away: when the operator's ``ansible-playbook`` is killed, its per-node run does not go on alone. Any
-    worker it left finishing a task is fenced off by the next run's newer token.
+    goes away: when the operator's ``ansible-playbook`` is killed, its per-node run does not go on alone. When
+    this process itself is killed (``kill -9`` of the operator's whole process group), the run gets SIGTERM
+    from the kernel (:func:`die_with_parent`). Any worker it left finishing a task is fenced off by the next
+    run's newer token.
     """
     environment = dict(os.environ if env is None else env)
     environment["ANSIBLE_COLLECTIONS_PATH"] = ":".join(str(path) for path in collections_paths if str(path))
@@ -638,6 +650,7 @@ def run_release_playbook(
             start_new_session=True,
             text=True,
             bufsize=1,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 (a single prctl call, no locks taken)
         )
         assert process.stdout is not None  # noqa: S101 (stdout=PIPE)
         with selectors.DefaultSelector() as selector:
