@@ -21,8 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 import yaml
+from botocore.config import Config
 
 from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env
 from tests.lab.test_rolling_engine import NODES, V1, V2, Controller, build_controller
@@ -310,3 +312,77 @@ def test_negative_control_stopping_haproxy_on_the_vip_holder_without_a_drain_is_
     assert code != 0, f"the probe did not notice HAProxy stopping on {holder}: {json.dumps(report, indent=1)}"
     assert report["passed"] is False
     assert not report["verdicts"]["vip"]["passed"], report["verdicts"]
+
+
+def _s3_roundtrip(ctl: Controller, key: str) -> bytes:
+    """PUT then GET one object through the VIP with the site's S3 user (boto3 as a client would)."""
+    access, secret = _s3_keys(ctl)
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://{_vip(ctl)}",
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        region_name="us-east-1",
+        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=3),
+    )
+    bucket = "trial-failure"
+    if bucket not in [b["Name"] for b in s3.list_buckets().get("Buckets", [])]:
+        s3.create_bucket(Bucket=bucket)
+    body = f"written while {key}".encode()
+    s3.put_object(Bucket=bucket, Key=key, Body=body)
+    data: bytes = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return data if data == body else b"MISMATCH " + data
+
+
+def test_a_failed_trial_boot_with_every_service_keeps_the_cluster_serving_and_rolls_back(
+    site: Controller,
+) -> None:
+    """The sshd-less image on a cluster with every service: the first node drains, fails its trial boot, is
+    power-cycled back onto its old image by the procedure and stays drained on purpose; the other nodes are
+    untouched, no PG is inactive, S3 answers through the VIP, and the only warning is the drained node's own
+    noout. ``-e corral_rollback_node`` then returns it to service and the cluster to HEALTH_OK."""
+    _wait_until_every_pg_is_active_and_clean(site)
+    before = len(site.session.lab.boots())
+    releases_before = site.releases()
+    run = _roll(site, {"corral_bundle": str(site.bad.bundle), "corral_rollout_id": "update-bad-image"})
+    assert run.returncode != 0
+    first = re.search(
+        r"rollout update-bad-image stopped: (node\d+) failed its trial boot of 0\.2\.1", run.stdout
+    )
+    assert first, _out(run)
+    node = first.group(1)
+    old = releases_before[node]
+    assert f"power-cycled through its BMC and runs {old} again" in run.stdout, _out(run)
+    assert f"-e corral_rollback_node={node}" in run.stdout
+    # Its trial boot, then the power cycle into its default image; no other node booted.
+    assert [(n, kind) for n, _, kind in site.boots_since(before)] == [(node, "once"), (node, "default")]
+    assert site.releases() == releases_before
+    # Serving while the node is out: every PG active (degraded is allowed, inactive is not), S3 through the
+    # VIP, and the only health check raised is the drained node's noout.
+    _wait_until_every_pg_is_active_and_clean(site, timeout=180)
+    status = _ceph(site, "status")
+    inactive = [s for s in status["pgmap"]["pgs_by_state"] if not s["state_name"].startswith("active")]
+    assert inactive == [], status["pgmap"]
+    checks = _ceph(site, "health detail")["checks"]
+    assert set(checks) <= {"OSD_FLAGS"}, checks
+    flags = " ".join(str(d.get("message")) for d in checks.get("OSD_FLAGS", {}).get("detail", []))
+    assert "noout" in flags or not checks, checks
+    assert _vip_holder(site) != node  # the drained node does not hold the VIP
+    assert _s3_roundtrip(site, "during-the-failed-trial") == b"written while during-the-failed-trial"
+    for lock in site.lock():
+        record = lock.read_rollout("update-bad-image")
+        assert record is not None
+        assert (record.state, record.nodes[node].state) == ("failed", "failed")
+    # The operator's next command, as the message says: undrained on its old image, the cluster whole again.
+    back = _roll(site, {"corral_rollback_node": node})
+    assert back.returncode == 0, _out(back)
+    _wait_until_every_pg_is_active_and_clean(site)
+    health = _ceph(site, "health detail")
+    assert health["status"] == "HEALTH_OK", health["checks"]
+    assert site.session.ssh(node, "cat /etc/keepalived/corral-drain").strip() == "0"
+    assert _s3_roundtrip(site, "after-the-rollback") == b"written while after-the-rollback"
+    for lock in site.lock():
+        record = lock.read_rollout("update-bad-image")
+        assert record is not None
+        assert (record.nodes[node].state, record.nodes[node].release) == ("active", old)
+    _forget_rollouts(site)
