@@ -193,11 +193,17 @@ class Service:
 
 
 def init_service(
-    root: Path, *, redis_url: str, inventory: Path, trust: dict[str, Path] | None = None
+    root: Path,
+    *,
+    redis_url: str,
+    inventory: Path,
+    trust: dict[str, Path] | None = None,
+    database_url: str | None = None,
 ) -> Service:
-    """A home made by the real ``corral-updater init`` (trust files verified by it when given)."""
+    """A home made by the real ``corral-updater init`` (trust files verified by it when given; the store in
+    ``database_url`` when given, else the embedded SQLite)."""
     home = root / "home"
-    trust_args = []
+    trust_args = ["--database-url", database_url] if database_url else []
     for option, name in (
         ("--trust-root", "trust_root"),
         ("--keyring", "keyring"),

@@ -1,8 +1,9 @@
 """The update service rolls real lab nodes: ``rollouts.start`` records the rollout, a real
 ``corral-updater worker`` process (Celery over a real Redis) runs ``corral.cloud.rolling_update`` through
 ansible-runner against the lab (real reboots into a v2 image derived from the lab's, the lab boot service),
-with the lock and progress in a real ZooKeeper. Engine only (``rolling_node_roles=[]``, no Ceph deployed),
-like ``tests/lab/test_rolling_engine.py``, so each rollout takes about a minute.
+with the lock and progress in a real ZooKeeper and the service's store in a real PostgreSQL server (the
+browser tier rolls the lab with the embedded SQLite store). Engine only (``rolling_node_roles=[]``, no Ceph
+deployed), like ``tests/lab/test_rolling_engine.py``, so each rollout takes about a minute.
 
 The specs: a rollout to completion (steps, order = plan, one boot per node), ``kill -9`` of the worker in the
 middle of a node and a new worker finishing the same rollout id without a second boot, pause after the node in
@@ -25,6 +26,7 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
+from tests.integration.postgres import PostgresServer
 from tests.integration.redis_server import RedisServer
 from tests.integration.service_rollout_stack import (
     Service,
@@ -159,8 +161,10 @@ def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     redis.start()
     zookeeper = ZooKeeperServer(work / "zookeeper")
     zookeeper.start()
+    postgres = PostgresServer()
     service: Service | None = None
     try:
+        postgres.start()
         inventory_data = yaml.safe_load(lab.inventory.read_text())
         inventory = write_inventory(
             work / "inventory.yml",
@@ -177,7 +181,9 @@ def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                 "license": issued.license_path,
                 "entitlement_key": issued.key_path,
             },
+            database_url=postgres.create_database(),
         )
+        assert service.config.effective_database_url.startswith("postgresql+psycopg:")
         # The import's part (another service): verify and stage the bundle, record the release and its checks.
         staging = service.home / "staging"
         staging.mkdir(mode=0o700)
@@ -214,6 +220,7 @@ def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     finally:
         if service is not None:
             service.close()
+        postgres.stop()
         zookeeper.stop()
         redis.stop()
         environment.undo()
