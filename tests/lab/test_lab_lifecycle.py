@@ -4,6 +4,7 @@ refused with a clear message and nothing half-made."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.lab.conftest import ROOT, LabSession, corral_lab, leftovers, side_lab
+from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env, corral_lab, leftovers, side_lab
 from updater.lab.image import cache_key
 from updater.lab.lab import DEFAULT_ROLES_DIR, DEFAULT_VERSION, Lab
 from updater.lab.packages import collect
@@ -220,3 +221,58 @@ def test_the_shared_lab_is_torn_down_when_the_run_is_killed_with_sigterm(tmp_pat
             proc.kill()
             proc.wait()
     assert leftovers(KILLED, None) == []
+
+
+PLAYBOOK_LAB = side_lab("p")
+
+
+def _lab_playbook(*extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            str(VENV_BIN / "ansible-playbook"),
+            "corral.cloud.lab",
+            "-e",
+            f"lab_name={PLAYBOOK_LAB}",
+            "-e",
+            "lab_nodes=1",
+            "-e",
+            "lab_disk_size_gib=1",
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=ROOT,
+        env=ansible_env(),
+        check=False,
+    )
+
+
+def test_the_lab_playbook_brings_a_lab_up_idempotently_and_removes_all_of_it(lab: LabSession) -> None:
+    """``ansible-playbook corral.cloud.lab`` (role ``lab``) as ops run it: up, up again (no change), a node
+    that answers Ansible through the inventory it wrote, then ``lab_state=absent`` leaving nothing."""
+    image = ("-e", f"lab_image={lab.base_image}")
+    try:
+        first = _lab_playbook(*image)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-2000:]
+        assert re.search(r"localhost\s*:.*changed=[1-9]", first.stdout), first.stdout[-2000:]
+        inventory = re.search(rf"lab {PLAYBOOK_LAB}: inventory (\S+), image {lab.base_image}", first.stdout)
+        assert inventory, first.stdout[-2000:]
+        again = _lab_playbook(*image)
+        assert again.returncode == 0, again.stdout[-3000:]
+        assert re.search(r"localhost\s*:.*changed=0", again.stdout), again.stdout[-2000:]
+        ping = subprocess.run(
+            [str(VENV_BIN / "ansible"), "-i", inventory.group(1), "nodes", "-m", "ansible.builtin.ping"],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=ROOT,
+            env=ansible_env(),
+            check=False,
+        )
+        assert ping.returncode == 0, ping.stdout + ping.stderr
+        assert '"ping": "pong"' in ping.stdout, ping.stdout
+    finally:
+        gone = _lab_playbook("-e", "lab_state=absent")
+    assert gone.returncode == 0, gone.stdout[-3000:] + gone.stderr[-2000:]
+    assert leftovers(PLAYBOOK_LAB, None) == []
