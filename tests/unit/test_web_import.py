@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -369,6 +370,10 @@ def test_a_truncated_upload_is_refused_and_its_spool_file_removed(inst: Installa
         headers={**bearer(inst.site.operator_token), "Content-Length": str(len(body) + 50_000)},
     )
     assert response.status_code == 400
+    message = response.get_json()["error"]["message"]
+    assert message.startswith("the upload was cut short: the body ended inside the file after "), message
+    assert re.search(r"after \d+ bytes \(the request announced \d+\)", message), message
+    assert "nothing was kept" in message
     assert inst.leftovers() == []
     assert inst.releases() == {}
 

@@ -14,7 +14,7 @@ from updater.store.models import Outcome
 from updater.tasks_release import TASK_STAGE_UPLOAD
 from updater.web.context import web_context
 from updater.web.queue import QueueUnavailable
-from updater.web.uploads import spooled_path
+from updater.web.uploads import cut_short_bytes, spooled_path
 
 FIELD = "bundle"
 
@@ -36,6 +36,17 @@ def start_import() -> imports.ImportStatus:
     """Take the upload in form field ``bundle``, lock, queue ``corral.stage_upload``; audited either way."""
     upload = request.files.get(FIELD)
     if not isinstance(upload, FileStorage) or not upload.filename:
+        received = cut_short_bytes()
+        if received is not None:
+            announced = request.content_length
+            raise _refuse(
+                "-",
+                BadRequest(
+                    f"the upload was cut short: the body ended inside the file after {received} bytes"
+                    + (f" (the request announced {announced})" if announced else "")
+                    + "; nothing was kept, upload the bundle again"
+                ),
+            )
         raise _refuse("-", BadRequest(f"no bundle uploaded: send the file in the form field {FIELD!r}"))
     filename = upload.filename
     context = web_context()

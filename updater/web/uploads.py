@@ -43,6 +43,18 @@ def spooled_path(upload: FileStorage) -> Path:
     raise LookupError("this upload was not spooled")  # pragma: no cover - every file part is
 
 
+def cut_short_bytes() -> int | None:
+    """When the body ended inside a file part (a truncated upload: the client stopped or the connection was
+    cut), the bytes of that file that arrived; None when no file part was left incomplete."""
+    spooled = request.__dict__.get(SPOOLED, [])
+    claimed = {id(upload.stream) for upload in request.files.values()}
+    partial = [handle for handle, _ in spooled if id(handle) not in claimed]
+    if not partial:
+        return None
+    partial[-1].flush()
+    return sum(Path(path).stat().st_size for handle, path in spooled if handle in partial)
+
+
 def remove_unclaimed_uploads(_error: BaseException | None = None) -> None:
     """Teardown: close and remove every spool file of this request that no import claimed."""
     for handle, path in request.__dict__.pop(SPOOLED, []):
