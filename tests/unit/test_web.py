@@ -191,6 +191,30 @@ def test_an_expired_session_sends_the_user_back_to_sign_in(site: Site) -> None:
     assert client.get("/").status_code == 302  # the expired session was cleared, not renewed
 
 
+def test_an_expired_session_cannot_change_anything_and_is_sent_to_sign_in(site: Site) -> None:
+    """Every operator form posted after the session expired (its CSRF token from before) changes nothing."""
+    client = site.client()
+    login(client, "olga")
+    token = csrf_from(client, "/")
+    lifetime = site.app.extensions["corral"].config.session_lifetime_seconds
+    with client.session_transaction() as session:
+        session["login_at"] = time.time() - lifetime - 1
+    with transaction(site.sessions) as db:
+        before = [(u.username, u.role, u.disabled) for u in q.list_users(db)]
+    audited = len(site.audit())
+    for endpoint, (values, form) in {**UI_MUTATIONS, **UI_RELEASE_MUTATIONS}.items():
+        if endpoint == "ui.logout":
+            continue
+        response = client.post(_url(site.app, endpoint, values), data={**form, "csrf_token": token})
+        assert response.status_code in (302, 400), (endpoint, response.status_code)
+        if response.status_code == 302:
+            assert response.headers["Location"].startswith("/login"), endpoint
+    with transaction(site.sessions) as db:
+        assert [(u.username, u.role, u.disabled) for u in q.list_users(db)] == before
+        assert q.list_rollouts(db) == []
+    assert [e.action for e in site.audit()[audited:] if e.outcome is Outcome.OK] == []
+
+
 def test_the_session_cookie_itself_expires_with_the_configured_lifetime(tmp_path: Path) -> None:
     site = make_site(tmp_path, session_lifetime_seconds=1)
     client = site.client()
