@@ -8,8 +8,8 @@ Thin adapters: each task only calls service functions (see :mod:`updater.tasks` 
   :data:`RECOVERY_INTERVAL_SECONDS`. Recovery comes from persisted state (the store and ZooKeeper), never from
   Celery redelivery.
 - ``corral.observe_cluster`` observes every node for the Overview (:func:`cluster_view.refresh`); scheduled by
-  beat every ``cluster_observe_interval_seconds`` and sent after every rollout run, so the Overview shows the
-  nodes' new release and health as soon as a rollout ends.
+  beat every ``cluster_observe_interval_seconds``, sent when a worker is ready and after every rollout run, so
+  the Overview shows the nodes' release and health from the start and as soon as a rollout ends.
 """
 
 from __future__ import annotations
@@ -43,11 +43,14 @@ def register(app: Celery, config: ServiceConfig, sessions: Callable[[], sessionm
     def send_recovery() -> None:
         app.send_task(TASK_RECOVER_ROLLOUTS)
 
+    def send_observe() -> None:
+        app.send_task(TASK_OBSERVE_CLUSTER)
+
     def rollout(rollout_id: str) -> str:
         try:
             return rollout_execution.run(config, sessions(), rollout_id)
         finally:
-            app.send_task(TASK_OBSERVE_CLUSTER)  # whatever the outcome: the Overview shows the nodes now
+            send_observe()  # whatever the outcome: the Overview shows the nodes now
 
     def recover_rollouts() -> list[str]:
         return rollout_execution.recover(config, sessions(), enqueue)
@@ -79,5 +82,6 @@ def register(app: Celery, config: ServiceConfig, sessions: Callable[[], sessionm
     def on_worker_ready(sender: Any = None, **_kwargs: Any) -> None:
         if getattr(sender, "app", None) is app:
             send_recovery()
+            send_observe()  # the Overview has the nodes at once, not after one interval
 
     worker_ready.connect(on_worker_ready, weak=False, dispatch_uid=f"corral-recover-{id(app)}")
