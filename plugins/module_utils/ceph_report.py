@@ -160,3 +160,47 @@ def parse_osd_ids(stdout: str, what: str) -> list[int]:
     if not isinstance(data, list) or not all(isinstance(i, int) for i in data):
         raise CephOutputError(f"`{what}` printed {data!r}, not a list of OSD ids")
     return sorted(data)
+
+
+# Ceph majors by release name: `ceph osd require-osd-release` takes the name.
+RELEASE_NAMES = {15: "octopus", 16: "pacific", 17: "quincy", 18: "reef", 19: "squid", 20: "tentacle"}
+_VERSION_RE = re.compile(r"ceph version (\d+)\.\d+\.\d+\S* \([0-9a-f]+\) ([a-z]+) \(")
+
+
+def osd_release_step(versions: dict[str, Any], required: str) -> dict[str, Any]:
+    """What ``require-osd-release`` should be once every node runs the new release.
+
+    ``versions`` is ``ceph versions --format json``, ``required`` the ``require_osd_release`` of ``ceph osd
+    dump --format json``. Returns ``running`` (the OSDs' release name), ``required`` and ``set_to`` (the name
+    to set, or None when it is already right). Raises :class:`CephOutputError` when the OSDs run several
+    majors (a node is not done yet) or an older major than the cluster requires (cannot happen in a healthy
+    cluster), each with what to look at.
+    """
+    osd_versions = versions.get("osd") if isinstance(versions, dict) else None
+    if not isinstance(osd_versions, dict) or not osd_versions:
+        raise CephOutputError(f"`ceph versions` names no OSD daemon: {versions!r}"[:300])
+    majors: dict[int, str] = {}
+    for text in osd_versions:
+        match = _VERSION_RE.match(text)
+        if not match:
+            raise CephOutputError(f"cannot read a Ceph version from {text!r}")
+        majors[int(match.group(1))] = match.group(2)
+    if len(majors) > 1:
+        running = ", ".join(f"{count} on {text}" for text, count in sorted(osd_versions.items()))
+        raise CephOutputError(
+            f"the OSDs run several Ceph releases ({running}): require-osd-release is raised only once "
+            "every OSD runs the new one; finish the rollout (or restart the OSDs still on the old binary) "
+            "first"
+        )
+    ((major, name),) = majors.items()
+    known = {release: number for number, release in RELEASE_NAMES.items()}
+    if required not in known:
+        raise CephOutputError(
+            f"`ceph osd dump` says require_osd_release {required!r}, a release not known here"
+        )
+    if major < known[required]:
+        raise CephOutputError(
+            f"the OSDs run {name} ({major}) but the cluster requires {required}: an OSD older than the "
+            "cluster's minimum should not be up; check `ceph versions`"
+        )
+    return {"running": name, "required": required, "set_to": name if major > known[required] else None}

@@ -87,6 +87,10 @@ mon:
 from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
+from ansible_collections.corral.cloud.plugins.module_utils.ceph_cli import (  # type: ignore[import-untyped]
+    CONNECTION_OPTIONS,
+    run_ceph,
+)
 from ansible_collections.corral.cloud.plugins.module_utils.ceph_report import (  # type: ignore[import-untyped]
     CephOutputError,
     parse_mon_ok_to_stop,
@@ -95,25 +99,11 @@ from ansible_collections.corral.cloud.plugins.module_utils.ceph_report import ( 
 )
 
 
-def ceph(module: Any, *args: str) -> tuple[int, str, str]:
-    params = module.params
-    argv = [
-        "ceph",
-        "--cluster",
-        params["cluster"],
-        "--connect-timeout",
-        str(params["connect_timeout"]),
-        *args,
-    ]
-    rc, stdout, stderr = module.run_command(argv)
-    return int(rc), str(stdout), str(stderr)
-
-
 def osds_to_ask(module: Any) -> list[int]:
     osds = set(module.params["osds"])
     host = module.params["host"]
     if host:
-        rc, stdout, stderr = ceph(module, "osd", "ls-tree", host, "--format", "json")
+        rc, stdout, stderr = run_ceph(module, "osd", "ls-tree", host, "--format", "json")
         if rc != 0:
             raise CephOutputError(f"`ceph osd ls-tree {host}` failed (rc={rc}): {stderr.strip()}")
         osds.update(parse_osd_ids(stdout, f"ceph osd ls-tree {host}"))
@@ -126,8 +116,7 @@ def main() -> None:
             "osds": {"type": "list", "elements": "int", "default": []},
             "host": {"type": "str"},
             "mons": {"type": "list", "elements": "str", "default": []},
-            "cluster": {"type": "str", "default": "ceph"},
-            "connect_timeout": {"type": "int", "default": 10},
+            **CONNECTION_OPTIONS,
             "fail_when_unsafe": {"type": "bool", "default": False},
         },
         supports_check_mode=True,
@@ -138,7 +127,7 @@ def main() -> None:
         osd: dict[str, Any] = {"ok_to_stop": True, "osds": [], "message": "no OSD asked about"}
         if osds:
             ids = [str(i) for i in osds]
-            osd = parse_osd_ok_to_stop(*ceph(module, "osd", "ok-to-stop", *ids, "--format", "json"), osds)
+            osd = parse_osd_ok_to_stop(*run_ceph(module, "osd", "ok-to-stop", *ids, "--format", "json"), osds)
         mon: dict[str, Any] = {
             "ok_to_stop": True,
             "mons": [],
@@ -146,7 +135,7 @@ def main() -> None:
             "message": "no monitor asked about",
         }
         if mons:
-            mon = parse_mon_ok_to_stop(*ceph(module, "mon", "ok-to-stop", *mons), mons)
+            mon = parse_mon_ok_to_stop(*run_ceph(module, "mon", "ok-to-stop", *mons), mons)
     except CephOutputError as exc:
         module.fail_json(msg=str(exc))
     ok = bool(osd["ok_to_stop"] and mon["ok_to_stop"])

@@ -121,44 +121,27 @@ mgr:
   type: dict
 """
 
-from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
+from ansible_collections.corral.cloud.plugins.module_utils.ceph_cli import (  # type: ignore[import-untyped]
+    CONNECTION_OPTIONS,
+    ceph_json,
+)
 from ansible_collections.corral.cloud.plugins.module_utils.ceph_report import (  # type: ignore[import-untyped]
     CephOutputError,
     describe_unhealthy,
     health_verdict,
-    load_json,
     parse_health,
     summarize_status,
 )
 
 
-def ceph_json(module: Any, *args: str) -> Any:
-    params = module.params
-    argv = [
-        "ceph",
-        "--cluster",
-        params["cluster"],
-        "--connect-timeout",
-        str(params["connect_timeout"]),
-        *args,
-        "--format",
-        "json",
-    ]
-    rc, stdout, stderr = module.run_command(argv)
-    if rc != 0:
-        raise CephOutputError(f"`{' '.join(argv)}` failed (rc={rc}): {stderr.strip() or stdout.strip()}")
-    return load_json(stdout, " ".join(argv))
-
-
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "cluster": {"type": "str", "default": "ceph"},
+            **CONNECTION_OPTIONS,
             "detail": {"type": "bool", "default": False},
             "accepted_checks": {"type": "list", "elements": "str", "default": []},
-            "connect_timeout": {"type": "int", "default": 10},
         },
         supports_check_mode=True,
     )
