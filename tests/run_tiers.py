@@ -1,9 +1,12 @@
-"""Run the pytest tiers of `make test` one after another and enforce their committed minimums.
+"""Run the pytest tiers of `make test` and enforce their committed minimums.
 
 Each tier runs in its own pytest process (so a lab fixture's teardown cannot leak into the next
 tier), writes a JUnit report under build/test-reports/, and must run at least the number of tests
-committed in tests/tiers.json. At the end a table gives every tier's counts and duration, and the
-closing line sums them up as "N passed, N failed, N skipped".
+committed in tests/tiers.json. Consecutive tiers marked ``"concurrent": true`` there run side by side
+(CI has 90 minutes on 2 cores; tiers that measure nothing by the clock can share them): each one's
+output goes to build/test-reports/<tier>.log and is printed whole when it ends. Every other tier runs
+alone. At the end a table gives every tier's counts and duration, and the closing line sums them up as
+"N passed, N failed, N skipped".
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORTS = ROOT / "build" / "test-reports"
@@ -54,23 +58,77 @@ def read_junit(path: Path) -> tuple[int, int, int]:
     return tests, failed, skipped
 
 
-def run_tier(name: str, path: str, minimum: int, extra: list[str]) -> TierResult:
-    REPORTS.mkdir(parents=True, exist_ok=True)
-    report = REPORTS / f"{name}.xml"
-    report.unlink(missing_ok=True)
-    print(f"\n===== tier {name}: {path} (minimum {minimum} tests) =====", flush=True)
-    started = time.monotonic()
-    if not (ROOT / path).is_dir():
-        print(f"{path} does not exist: the tier runs no test")
-        return TierResult(name=name, minimum=minimum)
-    cmd = [sys.executable, "-m", "pytest", path, f"--junitxml={report}", *extra]
-    code = subprocess.call(cmd, cwd=ROOT)
+def _header(name: str, path: str, minimum: int) -> str:
+    return f"\n===== tier {name}: {path} (minimum {minimum} tests) ====="
+
+
+def _result(name: str, minimum: int, report: Path, code: int, started: float) -> TierResult:
     result = TierResult(name=name, minimum=minimum, seconds=time.monotonic() - started, exit_code=code)
     result.tests, result.failed, result.skipped = read_junit(report)
     result.passed = result.tests - result.failed - result.skipped
     if code not in (0, PYTEST_NO_TESTS) and result.failed == 0:
         result.failed = 1  # pytest itself failed (collection error, internal error): count it
     return result
+
+
+def _command(path: str, report: Path, extra: list[str]) -> list[str]:
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    report.unlink(missing_ok=True)
+    return [sys.executable, "-m", "pytest", path, f"--junitxml={report}", *extra]
+
+
+def run_tier(name: str, path: str, minimum: int, extra: list[str]) -> TierResult:
+    report = REPORTS / f"{name}.xml"
+    print(_header(name, path, minimum), flush=True)
+    started = time.monotonic()
+    if not (ROOT / path).is_dir():
+        print(f"{path} does not exist: the tier runs no test")
+        return TierResult(name=name, minimum=minimum)
+    code = subprocess.call(_command(path, report, extra), cwd=ROOT)
+    return _result(name, minimum, report, code, started)
+
+
+def run_concurrently(tiers: list[dict[str, Any]], extra: list[str]) -> list[TierResult]:
+    """Start every tier of ``tiers`` at once, each writing to its own log; print each log whole as its tier
+    ends. Results come back in ``tiers``' order."""
+    running = {}
+    results: dict[str, TierResult] = {}
+    for tier in tiers:
+        name, path, minimum = tier["name"], tier["path"], int(tier["minimum"])
+        if not (ROOT / path).is_dir():
+            print(f"{_header(name, path, minimum)}\n{path} does not exist: the tier runs no test", flush=True)
+            results[name] = TierResult(name=name, minimum=minimum)
+            continue
+        report, log = REPORTS / f"{name}.xml", REPORTS / f"{name}.log"
+        command = _command(path, report, extra)
+        with log.open("wb") as out:
+            process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        running[name] = (process, tier, report, log, time.monotonic())
+    print(f"\n===== tiers {', '.join(running)} run side by side (logs in {REPORTS}) =====", flush=True)
+    while running:
+        for name, (process, tier, report, log, started) in list(running.items()):
+            code = process.poll()
+            if code is None:
+                continue
+            del running[name]
+            minimum = int(tier["minimum"])
+            results[name] = _result(name, minimum, report, code, started)
+            print(_header(name, tier["path"], minimum), flush=True)
+            sys.stdout.write(log.read_text(errors="replace"))
+            sys.stdout.flush()
+        time.sleep(1)
+    return [results[tier["name"]] for tier in tiers]
+
+
+def _batches(tiers: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Consecutive tiers marked concurrent form one batch; every other tier is a batch of its own."""
+    batches: list[list[dict[str, Any]]] = []
+    for tier in tiers:
+        if tier.get("concurrent") and batches and batches[-1][0].get("concurrent"):
+            batches[-1].append(tier)
+        else:
+            batches.append([tier])
+    return batches
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,10 +138,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     config = json.loads((ROOT / "tests" / "tiers.json").read_text())
     results = []
-    for tier in config["tiers"]:
-        if args.tier and tier["name"] not in args.tier:
-            continue
-        results.append(run_tier(tier["name"], tier["path"], int(tier["minimum"]), args.pytest_args))
+    chosen = [tier for tier in config["tiers"] if not args.tier or tier["name"] in args.tier]
+    for batch in _batches(chosen):
+        if len(batch) > 1:
+            results.extend(run_concurrently(batch, args.pytest_args))
+        else:
+            (tier,) = batch
+            results.append(run_tier(tier["name"], tier["path"], int(tier["minimum"]), args.pytest_args))
 
     print("\n===== test tiers =====")
     print(f"{'tier':<12}{'tests':>7}{'passed':>8}{'failed':>8}{'skipped':>9}{'minimum':>9}{'seconds':>10}")

@@ -1,5 +1,10 @@
-"""Each foundation role's Molecule scenario on lab nodes: converge, idempotence (a second converge changes
-nothing), verify (the role's own health.yml), through the shared delegated create/destroy."""
+"""The foundation roles' Molecule scenarios on lab nodes: converge, idempotence (a second converge changes
+nothing), verify (the roles' own health.yml), through the shared delegated create/destroy.
+
+``make test`` runs two of the four: ``endpoint``'s scenario converges node_base, ceph and endpoint (HAProxy
+fronts the RGWs), so its idempotence and verify cover all three roles, and ``zookeeper``'s covers the last
+one. The node_base and ceph scenarios stay for a role's developer (``cd roles/ceph && molecule test``);
+running them here too repeated the same converges for seven minutes of CI's ninety."""
 
 from __future__ import annotations
 
@@ -14,9 +19,7 @@ from updater.lab.lab import Lab
 pytestmark = pytest.mark.lab
 
 
-@pytest.mark.parametrize(
-    ("role", "suffix"), [("node_base", "mn"), ("zookeeper", "mz"), ("ceph", "mc"), ("endpoint", "me")]
-)
+@pytest.mark.parametrize(("role", "suffix"), [("zookeeper", "mz"), ("endpoint", "me")])
 def test_role_scenario_converges_idempotently_and_verifies(role: str, suffix: str) -> None:
     lab = side_lab(suffix)
     env = {

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.run_tiers import ROOT, TierResult, read_junit
 
 
@@ -52,3 +54,63 @@ def test_a_missing_tier_directory_runs_no_test_and_fails_a_nonzero_minimum() -> 
 
     assert run_tier("x", "tests/does-not-exist", 0, []).ok
     assert not run_tier("x", "tests/does-not-exist", 1, []).ok
+
+
+def test_consecutive_concurrent_tiers_form_one_batch_and_the_rest_run_alone() -> None:
+    from tests.run_tiers import _batches
+
+    tiers = [
+        {"name": "unit", "concurrent": True},
+        {"name": "integration", "concurrent": True},
+        {"name": "lab"},
+        {"name": "browser", "concurrent": True},
+        {"name": "bench"},
+    ]
+    assert [[t["name"] for t in batch] for batch in _batches(tiers)] == [
+        ["unit", "integration"],
+        ["lab"],
+        ["browser"],
+        ["bench"],
+    ]
+
+
+def test_concurrent_tiers_run_side_by_side_and_each_is_counted_on_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import tests.run_tiers as runner
+
+    monkeypatch.setattr(runner, "REPORTS", tmp_path / "reports")
+    marker = tmp_path / "two-is-running"
+    # Tier one passes only if tier two runs while it waits: run one after the other, one would fail.
+    waits = (
+        "import pathlib, time\n"
+        "def test_waits_for_the_other_tier():\n"
+        f"    marker = pathlib.Path({str(marker)!r})\n"
+        "    deadline = time.monotonic() + 60\n"
+        "    while not marker.exists():\n"
+        "        assert time.monotonic() < deadline\n"
+        "        time.sleep(0.1)\n"
+    )
+    other = (
+        "import pathlib\n"
+        f"pathlib.Path({str(marker)!r}).touch()\n"
+        "def test_ok():\n    pass\n\n\ndef test_fails():\n    assert False\n"
+    )
+    for name, body in (("one", waits), ("two", other)):
+        (tmp_path / name).mkdir()
+        write(tmp_path / name / f"test_{name}.py", body)
+    results = runner.run_concurrently(
+        [
+            {"name": "one", "path": str(tmp_path / "one"), "minimum": 1},
+            {"name": "two", "path": str(tmp_path / "two"), "minimum": 2},
+        ],
+        ["-p", "no:cacheprovider", "-q"],
+    )
+    assert [(r.name, r.tests, r.passed, r.failed, r.ok) for r in results] == [
+        ("one", 1, 1, 0, True),
+        ("two", 2, 1, 1, False),
+    ]
+    out = capsys.readouterr().out
+    assert "===== tier one:" in out
+    assert "===== tier two:" in out
+    assert "1 failed, 1 passed" in out  # each tier's own output, printed whole
