@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 
 from updater.domain.states import NodeState
-from updater.services.rollout_cluster import observation_from_events
+from updater.services.rollout_cluster import Observation, observation_from_events
 from updater.services.rollout_events import PHASES, failure_reason, log_lines, step_change
+from updater.services.rollouts import observation_checks
 
 RECORDED = json.loads((Path(__file__).parent / "fixtures" / "service_rollout_events.json").read_text())
 NODES = frozenset({"node1", "node2", "node3"})
@@ -127,3 +128,19 @@ def test_observe_events_say_which_node_runs_what_and_which_did_not_answer() -> N
     }
     observed = observation_from_events(["node3"], [ok, health])
     assert observed.unhealthy == {"node3": "Check ZooKeeper is healthy: not serving"}
+
+
+def test_a_health_play_that_ran_out_of_time_is_not_a_healthy_cluster() -> None:
+    """Every node answered its release, then the health checks were cut off by the time limit (a check
+    waiting for Ceph to heal): the preflight refuses instead of reading the silence as health."""
+    answered = Observation(releases={"node1": "0.1.0", "node2": "0.1.0"}, timed_out=True)
+    checks = {check.name: check for check in observation_checks(answered)}
+    assert checks["nodes answer"].passed
+    assert not checks["cluster health"].passed
+    assert "did not finish in time" in checks["cluster health"].detail
+    healthy = {c.name: c for c in observation_checks(Observation(releases={"node1": "0.1.0"}))}
+    assert healthy["cluster health"].passed
+    sick = Observation(releases={"node1": "0.1.0"}, unhealthy={"node1": "Check Ceph: OSD_DOWN"})
+    assert {c.name: c for c in observation_checks(sick)}[
+        "cluster health"
+    ].detail == "node1: Check Ceph: OSD_DOWN"

@@ -49,6 +49,12 @@ _OBSERVE_PLAY = """\
       ansible.builtin.include_role:
         name: corral.cloud.rolling_node
         tasks_from: health.yml
+      vars:
+        # Say how the cluster is now: one look per check, no waiting for it to heal (the procedure's verify
+        # step waits; a preflight must not pass because it gave up waiting).
+        ceph_health_retries: 1
+        zookeeper_health_retries: 1
+        endpoint_wait_retries: 1
 """
 _RELEASE_TASK = "Read the node's release"
 

@@ -31,7 +31,13 @@ from updater.config import ServiceConfig
 from updater.domain.states import BROKEN_STATES, FINAL_ROLLOUT_STATES, RolloutState
 from updater.services import audit, cluster_view
 from updater.services.cluster_lock import ClusterLock, LockError, LockHolder
-from updater.services.rollout_cluster import Cluster, ClusterAccessError, load_cluster, observe
+from updater.services.rollout_cluster import (
+    Cluster,
+    ClusterAccessError,
+    Observation,
+    load_cluster,
+    observe,
+)
 from updater.services.rollout_runner import (
     RolloutRunnerError,
     clear_control,
@@ -208,16 +214,11 @@ def _lock_check(holder: LockHolder | None, rollout_id: str | None) -> PreflightC
     return PreflightCheck("update lock", False, describe_holder(holder))
 
 
-# --- preview ----------------------------------------------------------------------------------------------
-def _preview(
-    config: ServiceConfig, db: Session, version: str, rollout_id: str | None
-) -> tuple[PlanPreview, LockHolder | None]:
-    release = _release(db, version)
-    cluster = _cluster(config)
-    observation = observe(cluster)
-    cluster_view.save(config, observation)  # the Overview shows what this preflight saw
-    checks = _release_checks(release)
+def observation_checks(observation: Observation) -> list[PreflightCheck]:
+    """The preflight's verdicts on what every node answered: do they all answer, are they all healthy. A
+    health play that ran out of time is not a healthy cluster."""
     missing = {**observation.unreachable}
+    checks: list[PreflightCheck] = []
     checks.append(
         PreflightCheck(
             "nodes answer",
@@ -229,15 +230,30 @@ def _preview(
     checks.append(
         PreflightCheck(
             "cluster health",
-            not observation.unhealthy and not missing,
+            not observation.unhealthy and not missing and not observation.timed_out,
             "; ".join(f"{node}: {why}" for node, why in sorted(observation.unhealthy.items()))
             or (
                 "not checked: a node did not answer"
                 if missing
+                else "the health checks did not finish in time: look at the cluster before updating"
+                if observation.timed_out
                 else "every service role's health check passed"
             ),
         )
     )
+    return checks
+
+
+# --- preview ----------------------------------------------------------------------------------------------
+def _preview(
+    config: ServiceConfig, db: Session, version: str, rollout_id: str | None
+) -> tuple[PlanPreview, LockHolder | None]:
+    release = _release(db, version)
+    cluster = _cluster(config)
+    observation = observe(cluster)
+    cluster_view.save(config, observation)  # the Overview shows what this preflight saw
+    checks = _release_checks(release)
+    checks += observation_checks(observation)
     with _lock(cluster) as lock:
         holder = lock.holder()
         checks.append(_lock_check(holder, rollout_id))
