@@ -54,6 +54,17 @@ def ansible_env() -> dict[str, str]:
     }
 
 
+def build_collection(out: Path) -> Path:
+    """This tree's corral.cloud collection tarball (what a release bundle carries), built into ``out``."""
+    subprocess.run(
+        [str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
+    (tarball,) = out.glob("corral-cloud-*.tar.gz")
+    return tarball
+
+
 def corral_lab(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the real `corral-lab` command."""
     return subprocess.run(

@@ -28,7 +28,7 @@ import pytest
 from kazoo.client import KazooClient
 
 from tests.integration.zookeeper import ZooKeeperServer
-from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env
+from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env, build_collection
 from tests.unit import bundle_kit
 from updater.lab.lab import Lab
 from updater.services.boot import FENCE_DIR, LabBootService, StaleBootToken
@@ -155,16 +155,6 @@ def _version(release_text: str) -> str:
     return match.group(1)
 
 
-def _collection(out: Path) -> Path:
-    subprocess.run(
-        [str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
-    (tarball,) = out.glob("corral-cloud-*.tar.gz")
-    return tarball
-
-
 def build_controller(session: LabSession, zookeeper: HasHosts, work: Path, nodes: int = 5) -> Controller:
     """Trust, a license, the release's collection and two signed bundles: v2 (good) and 0.2.1, whose sshd
     never starts (bad). Changes nothing on the nodes."""
@@ -180,7 +170,7 @@ def build_controller(session: LabSession, zookeeper: HasHosts, work: Path, nodes
     (trust / "keyring.json").write_bytes(kit.vendor.keyring.read_bytes())
     (trust / "license.json").write_bytes(issued.document)
     (trust / "entitlement-key").write_text(issued.key_path.read_text())
-    collection = _collection(work / "collection")
+    collection = build_collection(work / "collection")
     releases = {}
     for name, version, files in (
         ("good", V2, {"/etc/motd": "Corral 0.2.0\n"}),

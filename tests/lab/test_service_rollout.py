@@ -15,7 +15,6 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from tests.integration.service_rollout_stack import (
     write_inventory,
 )
 from tests.integration.zookeeper import ZooKeeperServer
-from tests.lab.conftest import ROOT, VENV_BIN, LabSession
+from tests.lab.conftest import LabSession, build_collection
 from tests.unit import bundle_kit
 from updater.domain.keyring import TrustStore
 from updater.services import rollouts
@@ -132,16 +131,6 @@ def _processes_mentioning(text: str) -> list[str]:
     return found
 
 
-def _collection(out: Path) -> Path:
-    subprocess.run(
-        [str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(ROOT)],
-        check=True,
-        capture_output=True,
-    )
-    (tarball,) = out.glob("corral-cloud-*.tar.gz")
-    return tarball
-
-
 @pytest.fixture(scope="module")
 def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     work = tmp_path_factory.mktemp("service-rollout")
@@ -151,7 +140,7 @@ def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     issued = bundle_kit.issue(kit)
     image = lab.derive_image(V2, {"/etc/motd": "Corral 0.2.0\n"})
     artifacts = bundle_kit.make_artifacts(work / "good", V2, image=lab.lab.images.get(image).artifact)
-    artifacts.collection = _collection(work / "collection")
+    artifacts.collection = build_collection(work / "collection")
     bundle = bundle_kit.build_bundle(kit, V2, upgrade_from=">=0.1.0, <0.3.0", artifacts=artifacts)
     # preview/start run ansible-runner in this process too (the web and CLI processes do the same).
     environment = pytest.MonkeyPatch()
