@@ -28,10 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
-
 from updater.services.inventory_loader import InventoryLoadError, ansible_inventory_data
-from updater.services.rollout_cluster import Cluster
+from updater.services.rollout_cluster import Cluster, run_play
 
 S3_USER = "corral"  # roles/ceph defaults, ceph_rgw_users
 CEPH_ROLE = "ceph"
@@ -208,37 +206,24 @@ def fetch_keys(
     user's S3 keys; nothing of the run is kept."""
     work = Path(tempfile.mkdtemp(prefix="corral-probe-keys-"))  # 0700
     try:
-        (work / "project").mkdir()
-        (work / "project" / "keys.yml").write_text(_KEYS_PLAY)
         answer_file = work / _KEYS_FILE
-        events: list[Mapping[str, Any]] = []
-
-        def keep(event: Mapping[str, Any]) -> bool:
-            events.append(event)
-            return False  # nothing to keep on disk
-
-        runner = ansible_runner.run(
-            private_data_dir=str(work),
-            playbook="keys.yml",
-            inventory=str(inventory_source),
+        run = run_play(
+            work,
+            _KEYS_PLAY,
+            inventory_source,
+            timeout=timeout,
             extravars={
                 "corral_probe_node": node,
                 "corral_probe_uid": uid,
                 "corral_probe_keys_file": str(answer_file),
             },
             envvars={"ANSIBLE_NOCOLOR": "1", "ANSIBLE_FORCE_COLOR": "0"},
-            event_handler=keep,
-            quiet=True,
-            timeout=timeout,
-            suppress_env_files=True,
         )
         try:
             answer: str | None = answer_file.read_text()
         except OSError:
             answer = None
-        return keys_from_run(
-            events, answer, node=node, uid=uid, timed_out=runner.status == "timeout", timeout=timeout
-        )
+        return keys_from_run(run.events, answer, node=node, uid=uid, timed_out=run.timed_out, timeout=timeout)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

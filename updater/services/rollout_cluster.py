@@ -205,29 +205,50 @@ def observation_from_events(
     return Observation(releases, unreachable, unhealthy, timed_out)
 
 
+@dataclass(frozen=True)
+class PlayRun:
+    events: list[Mapping[str, Any]]
+    timed_out: bool
+
+
+def run_play(
+    work: Path,
+    play: str,
+    inventory_source: Path,
+    *,
+    timeout: int,
+    extravars: Mapping[str, Any] | None = None,
+    envvars: Mapping[str, str] | None = None,
+) -> PlayRun:
+    """Run the playbook text ``play`` with ansible-runner in ``work`` (a private directory the caller made and
+    removes), bounded by ``timeout``; its events are kept in memory only, never written to disk."""
+    (work / "project").mkdir()
+    (work / "project" / "play.yml").write_text(play)
+    events: list[Mapping[str, Any]] = []
+
+    def keep(event: Mapping[str, Any]) -> bool:
+        events.append(event)
+        return False  # nothing to keep on disk
+
+    runner = ansible_runner.run(
+        private_data_dir=str(work),
+        playbook="play.yml",
+        inventory=str(inventory_source),
+        extravars=dict(extravars or {}),
+        envvars=dict(envvars or {}),
+        event_handler=keep,
+        quiet=True,
+        timeout=timeout,
+        suppress_env_files=True,
+    )
+    return PlayRun(events, runner.status == "timeout")
+
+
 def observe(cluster: Cluster, *, timeout: int = OBSERVE_TIMEOUT_SECONDS) -> Observation:
     """Each node's release and the role health checks, in one ansible-runner play bounded by ``timeout``."""
     work = Path(tempfile.mkdtemp(prefix="corral-observe-"))
     try:
-        (work / "project").mkdir()
-        (work / "project" / "observe.yml").write_text(_OBSERVE_PLAY)
-        events: list[Mapping[str, Any]] = []
-
-        def keep(event: Mapping[str, Any]) -> bool:
-            events.append(event)
-            return False  # nothing to keep on disk
-
-        runner = ansible_runner.run(
-            private_data_dir=str(work),
-            playbook="observe.yml",
-            inventory=str(cluster.inventory_source),
-            event_handler=keep,
-            quiet=True,
-            timeout=timeout,
-            suppress_env_files=True,
-        )
-        return observation_from_events(
-            list(cluster.inventory.names), events, timed_out=runner.status == "timeout"
-        )
+        run = run_play(work, _OBSERVE_PLAY, cluster.inventory_source, timeout=timeout)
+        return observation_from_events(list(cluster.inventory.names), run.events, timed_out=run.timed_out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
