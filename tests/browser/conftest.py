@@ -47,7 +47,14 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
 from tests.integration.redis_server import RedisServer, free_port
-from tests.integration.service_rollout_stack import CLI, Service, service_env, wait_for, write_inventory
+from tests.integration.service_rollout_stack import (
+    CLI,
+    Service,
+    ServiceProcess,
+    service_env,
+    wait_for,
+    write_inventory,
+)
 from tests.integration.zookeeper import ZooKeeperServer
 from tests.lab.conftest import ROOT, LabSession, build_collection, lab
 from tests.unit import bundle_kit
@@ -94,38 +101,6 @@ def spki_hash(cert_pem: bytes) -> str:
 
 
 # --- the service ------------------------------------------------------------------------------------------
-class ServiceProcess:
-    """A service process in its own session (gunicorn's worker with it), with the service's environment."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
-        self._out = log.open("wb")
-        self.proc = subprocess.Popen(
-            args,
-            stdout=self._out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-            env=service_env(),
-            cwd=ROOT,
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.alive():
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self._out.close()
-
-
 @dataclass
 class Stack:
     """The running service: its home, the admin's credentials, the web address and the processes."""

@@ -112,6 +112,17 @@ def import_through_the_form(browser: WebDriver, stack: Stack, bundle: Path) -> l
     return values
 
 
+def _update_button(browser: WebDriver) -> list[Any]:
+    """The Updates page's "Update to 0.2.0" button, once it is there."""
+    found: list[Any] = until(
+        browser,
+        lambda d: d.find_elements(By.LINK_TEXT, f"Update to {V2}"),
+        60,
+        f"the 'Update to {V2}' button",
+    )
+    return found
+
+
 def test_the_signed_v2_bundle_uploads_with_a_moving_progress_bar_passes_every_check_and_is_offered(
     browser: WebDriver, stack: Stack, v2_bundle: Path
 ) -> None:
@@ -130,12 +141,7 @@ def test_the_signed_v2_bundle_uploads_with_a_moving_progress_bar_passes_every_ch
     assert {"signature-threshold", "license-entitlement", "payload", "staged"} <= set(checks), checks
     assert set(checks.values()) == {"passed"}, checks
     browser.find_element(By.LINK_TEXT, "Go to Updates").click()
-    button = until(
-        browser,
-        lambda d: d.find_elements(By.LINK_TEXT, f"Update to {V2}"),
-        60,
-        f"the 'Update to {V2}' button",
-    )
+    button = _update_button(browser)
     assert button[0].is_displayed()
     assert "checks passed, staged" in text_of(browser, "#releases")
 
@@ -176,12 +182,7 @@ def _open_confirm(browser: WebDriver, stack: Stack, v2_bundle: Path) -> float:
     if not browser.find_elements(By.LINK_TEXT, f"Update to {V2}"):  # this test run on its own
         import_through_the_form(browser, stack, v2_bundle)
         browser.find_element(By.LINK_TEXT, "Go to Updates").click()
-    button = until(
-        browser,
-        lambda d: d.find_elements(By.LINK_TEXT, f"Update to {V2}"),
-        60,
-        f"the 'Update to {V2}' button",
-    )
+    button = _update_button(browser)
     pressed = time.monotonic()
     button[0].click()
     until(browser, lambda d: d.find_elements(By.ID, "confirm"), 300, "the confirm step with its preflight")

@@ -50,14 +50,15 @@ def write_inventory(path: Path, base: dict[str, Any], extra_vars: dict[str, Any]
     return path
 
 
-class Worker:
-    """``corral-updater worker`` in its own session (its pool children with it), with a log."""
+class ServiceProcess:
+    """A service process (web, worker, beat) in its own session, its children with it, with the service's
+    environment and a log."""
 
-    def __init__(self, home: Path, log: Path, *, concurrency: int = 1) -> None:
+    def __init__(self, args: list[str], log: Path) -> None:
         self.log = log
         self._out = log.open("ab")
         self.proc = subprocess.Popen(
-            [CLI, "--home", str(home), "worker", "--concurrency", str(concurrency)],
+            args,
             stdout=self._out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -72,7 +73,7 @@ class Worker:
         return self.log.read_text(errors="replace")
 
     def kill(self) -> None:
-        """SIGKILL to the worker's whole process group: no handler runs, nothing is cleaned up."""
+        """SIGKILL to the whole process group: no handler runs, nothing is cleaned up."""
         if self.alive():
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
@@ -87,6 +88,13 @@ class Worker:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait()
         self._out.close()
+
+
+class Worker(ServiceProcess):
+    """``corral-updater worker`` (its pool children in its session)."""
+
+    def __init__(self, home: Path, log: Path, *, concurrency: int = 1) -> None:
+        super().__init__([CLI, "--home", str(home), "worker", "--concurrency", str(concurrency)], log)
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, worker: Worker | None = None) -> Any:
