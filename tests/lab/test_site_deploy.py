@@ -477,8 +477,15 @@ def test_ceph_drain_refuses_and_undoes_itself_when_data_would_become_unavailable
 
 def test_zookeeper_drain_refuses_when_the_quorum_would_be_lost(deployed: Deployment) -> None:
     lab = deployed.lab
+    # Allowed: the drain stops node3's member while the node is up (its clients move on at once), and the
+    # undrain starts it again.
     allowed = role_action(deployed, "zookeeper", "drain", "node3")
     assert allowed.returncode == 0, allowed.stdout[-4000:]
+    assert lab.ssh("node3", "systemctl is-active zookeeper || true").strip() == "inactive"
+    assert deployed.module("node1", "corral.cloud.zookeeper_status")["serving"] is True
+    back = role_action(deployed, "zookeeper", "undrain", "node3")
+    assert back.returncode == 0, back.stdout[-4000:]
+    assert deployed.module("node3", "corral.cloud.zookeeper_status")["serving"] is True
     lab.ssh("node1", "systemctl stop zookeeper")
     try:
         refused = role_action(deployed, "zookeeper", "drain", "node2")
