@@ -83,32 +83,33 @@ def test_a_policy_that_matches_no_disk_is_refused(lab: LabSession) -> None:
     assert "smaller (12.0 GiB) than policy min_size (1.0 TiB)" in result.stdout
 
 
-def test_an_inventory_missing_an_address_is_refused(lab: LabSession, tmp_path: Path) -> None:
+def _inventory_without(lab: LabSession, tmp_path: Path, *keys: str) -> Path:
+    """A copy of the lab's inventory with one entry of its node hosts removed (``node3`` or ``node3,
+    corral_address``)."""
     inventory = yaml.safe_load(lab.inventory.read_text())
-    del inventory["all"]["children"]["nodes"]["hosts"]["node3"]["corral_address"]
-    broken = tmp_path / "inventory.yml"
-    broken.write_text(yaml.safe_dump(inventory))
-    result = site(lab, inventory=broken)
+    entry = inventory["all"]["children"]["nodes"]["hosts"]
+    for key in keys[:-1]:
+        entry = entry[key]
+    del entry[keys[-1]]
+    edited = tmp_path / "inventory.yml"
+    edited.write_text(yaml.safe_dump(inventory))
+    return edited
+
+
+def test_an_inventory_missing_an_address_is_refused(lab: LabSession, tmp_path: Path) -> None:
+    result = site(lab, inventory=_inventory_without(lab, tmp_path, "node3", "corral_address"))
     assert_refused_without_change(result, "node node3 has no corral_address in the inventory")
 
 
-def _two_node_inventory(lab: LabSession, tmp_path: Path) -> Path:
-    inventory = yaml.safe_load(lab.inventory.read_text())
-    del inventory["all"]["children"]["nodes"]["hosts"]["node3"]
-    two = tmp_path / "inventory.yml"
-    two.write_text(yaml.safe_dump(inventory))
-    return two
-
-
 def test_two_nodes_are_refused_for_the_default_quorums(lab: LabSession, tmp_path: Path) -> None:
-    result = site(lab, inventory=_two_node_inventory(lab, tmp_path))
+    result = site(lab, inventory=_inventory_without(lab, tmp_path, "node3"))
     assert_refused_without_change(result, "3 quorum members need at least 3 nodes; the inventory has 2")
 
 
 def test_two_nodes_are_refused_for_a_size_3_pool(lab: LabSession, tmp_path: Path) -> None:
     # One quorum member is allowed (a test cluster); the pool's three copies still need three hosts.
     one = json.dumps({"corral_quorum_members": ["node1"]})
-    result = site(lab, "-e", one, inventory=_two_node_inventory(lab, tmp_path))
+    result = site(lab, "-e", one, inventory=_inventory_without(lab, tmp_path, "node3"))
     assert_refused_without_change(result, "a size-3 pool needs 3 failure domains (hosts) with data disks")
 
 
