@@ -26,7 +26,7 @@ import pytest
 import yaml
 from botocore.config import Config
 
-from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env
+from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env, holds_vip, vip_command
 from tests.lab.test_rolling_engine import NODES, V1, V2, Controller, build_controller
 from updater.services.boot import FENCE_DIR
 
@@ -103,7 +103,7 @@ def _vip(ctl: Controller) -> str:
 
 def _vip_holder(ctl: Controller) -> str:
     vip = _vip(ctl)
-    holders = [node for node in NODES if f"inet {vip}/" in ctl.session.ssh(node, "ip -4 addr show")]
+    holders = [node for node in NODES if holds_vip(ctl.session.ssh(node, vip_command(vip)))]
     assert len(holders) == 1, f"VIP {vip} held by {holders}"
     return holders[0]
 
@@ -207,7 +207,8 @@ def test_a_rollout_with_every_service_deployed_keeps_the_probe_at_zero_failures(
     run = _roll(site, {"corral_bundle": str(site.good.bundle), "corral_rollout_id": "update-services"})
     elapsed = time.monotonic() - started
     code, output, report = probe.stop()
-    print(f"\n[rolling] 3 nodes with every service in {elapsed:.1f}s")
+    (tmp_path / "rollout.out").write_text(run.stdout + run.stderr)
+    print(f"\n[rolling] 3 nodes with every service in {elapsed:.1f}s (output: {tmp_path / 'rollout.out'})")
     for line in re.findall(r"ROLLING_TIMING [^\"\n\\]*", run.stdout):
         print(f"[rolling] {line}")
     print(output, flush=True)

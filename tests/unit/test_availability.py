@@ -11,6 +11,7 @@ from updater.domain.availability import (
     Operation,
     ServiceTarget,
     build_report,
+    format_report,
     longest_gap,
     percentile,
 )
@@ -86,3 +87,25 @@ def test_unknown_service_gets_the_strict_default_target() -> None:
     report = build_report([ok("rbd", 0.5), ok("rbd", 2.0)], started=0.0, finished=2.1)
     assert report.verdicts["rbd"].passed is False  # 1.5 s gap against the default < 1 s
     assert ServiceTarget().max_failures == 0
+
+
+def test_failures_are_reported_with_when_they_began_as_offsets_and_times_of_day() -> None:
+    ops = [
+        ok("s3-write", 1.0),
+        Operation("s3-write", 1.1, 6.1, ok=False, error="ReadTimeoutError: Read timeout"),
+        ok("s3-write", 6.3),
+    ]
+    # 1_800_000_000 is 2027-01-15 08:00:00 UTC
+    report = build_report(ops, started=0.0, finished=7.0, started_at_unix=1_800_000_000.0)
+    assert report.services["s3-write"].failures_at_s == (1.1,)
+    assert report.to_dict()["started_at_unix"] == 1_800_000_000.0
+    text = format_report(report)
+    assert "s3-write failures began at +1.1 s (08:00:01.100 UTC)" in text
+    assert "s3-write error: ReadTimeoutError: Read timeout" in text
+    assert "s3-write longest gap began at +1.0 s (08:00:01.000 UTC)" in text
+
+
+def test_without_a_wall_clock_start_failures_are_offsets_only() -> None:
+    ops = [Operation("vip", 0.5, 5.5, ok=False, error="ConnectionRefusedError")]
+    text = format_report(build_report(ops, started=0.0, finished=6.0))
+    assert "vip failures began at +0.5 s\n" in text + "\n"

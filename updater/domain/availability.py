@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 DEFAULT_DEADLINE_S = 5.0
@@ -45,6 +46,9 @@ class ServiceStats:
     p50_ms: float
     p99_ms: float
     errors: tuple[str, ...] = ()
+    # seconds after the probe start where each failed operation began (the first ten), so a failure can be
+    # matched with what the rollout was doing at the time
+    failures_at_s: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class Report:
     finished: float
     services: dict[str, ServiceStats] = field(default_factory=dict)
     verdicts: dict[str, Verdict] = field(default_factory=dict)
+    started_at_unix: float | None = None  # wall clock of `started`, to turn offsets into times of day
 
     @property
     def passed(self) -> bool:
@@ -82,6 +87,7 @@ class Report:
 
     def to_dict(self) -> dict[str, Any]:
         return {
+            "started_at_unix": self.started_at_unix,
             "duration_s": round(self.finished - self.started, 3),
             "passed": self.passed,
             "services": {name: asdict(stats) for name, stats in self.services.items()},
@@ -135,6 +141,7 @@ def service_stats(service: str, operations: list[Operation], started: float, fin
         p50_ms=round(percentile(latencies, 0.50) * 1000, 2),
         p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
         errors=errors[:10],
+        failures_at_s=tuple(round(op.started - started, 3) for op in operations if not op.ok)[:10],
     )
 
 
@@ -153,14 +160,16 @@ def build_report(
     operations: Iterable[Operation],
     started: float,
     finished: float,
+    *,
     targets: Mapping[str, ServiceTarget] = DEFAULT_TARGETS,
     services: Iterable[str] = (),
+    started_at_unix: float | None = None,
 ) -> Report:
     """Group operations by service and judge each against its target (unknown services: 0 failures, < 1 s)."""
     by_service: dict[str, list[Operation]] = {name: [] for name in services}
     for op in operations:
         by_service.setdefault(op.service, []).append(op)
-    report = Report(started=started, finished=finished)
+    report = Report(started=started, finished=finished, started_at_unix=started_at_unix)
     for name in sorted(by_service):
         stats = service_stats(name, by_service[name], started, finished)
         report.services[name] = stats
@@ -180,4 +189,19 @@ def format_report(report: Report) -> str:
             f"{name:<12}{s.operations:>7}{s.failures:>6}{s.retries:>7}{s.longest_gap_s:>8.3f}"
             f"{s.p50_ms:>9.1f}{s.p99_ms:>9.1f}  {'ok' if verdict.passed else '; '.join(verdict.reasons)}"
         )
+    for name, s in report.services.items():
+        if s.failures_at_s:
+            times = ", ".join(_when(report, at) for at in s.failures_at_s)
+            lines.append(f"  {name} failures began at {times}")
+        lines.extend(f"  {name} error: {error}" for error in s.errors)
+        if not report.verdicts[name].passed:
+            lines.append(f"  {name} longest gap began at {_when(report, s.longest_gap_at_s)}")
     return "\n".join(lines)
+
+
+def _when(report: Report, offset_s: float) -> str:
+    """An offset from the probe start, with its UTC time of day when the start's wall clock is known."""
+    if report.started_at_unix is None:
+        return f"+{offset_s:.1f} s"
+    wall = datetime.fromtimestamp(report.started_at_unix + offset_s, tz=UTC)
+    return f"+{offset_s:.1f} s ({wall.strftime('%H:%M:%S.%f')[:-3]} UTC)"

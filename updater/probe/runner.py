@@ -97,12 +97,14 @@ class Probe:
         self._stop = threading.Event()
         self._threads: list[threading.Thread] = []
         self.started = 0.0
+        self.started_at_unix: float | None = None
         self.finished = 0.0
 
     def start(self) -> None:
         for client in self.clients:
             client.setup()
         self.started = self.clock()
+        self.started_at_unix = time.time()
         for client in self.clients:
             thread = threading.Thread(
                 target=self._loop, args=(client,), name=f"probe-{client.name}", daemon=True
@@ -123,7 +125,8 @@ class Probe:
         with self._lock:
             ops = list(self.operations)
         end = self.finished or self.clock()
-        return build_report(ops, self.started, end, services=[c.name for c in self.clients])
+        names = [c.name for c in self.clients]
+        return build_report(ops, self.started, end, services=names, started_at_unix=self.started_at_unix)
 
     def _loop(self, client: ProbeClient) -> None:
         next_at = self.clock()
