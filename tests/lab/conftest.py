@@ -45,6 +45,17 @@ def side_lab(suffix: str) -> str:
     return LAB_NAME[: 10 - len(suffix)] + suffix
 
 
+def vip_command(vip: str) -> str:
+    """The shell command whose output `holds_vip` reads on one node."""
+    return f"ip -j -4 addr show to {vip}"
+
+
+def holds_vip(output: str) -> bool:
+    """Whether `vip_command` output shows the VIP on a network interface: a draining node's copy parked on
+    loopback (the endpoint role's drain) is not holding it."""
+    return any(interface.get("ifname") != "lo" for interface in json.loads(output or "[]"))
+
+
 def ansible_env() -> dict[str, str]:
     return {
         **os.environ,

@@ -9,6 +9,7 @@ Figures (deployment times, memory, VIP gaps) are printed, never asserted on.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import threading
@@ -24,7 +25,7 @@ import requests
 import yaml
 from botocore.config import Config
 
-from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env
+from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env, holds_vip, vip_command
 
 pytestmark = pytest.mark.lab
 
@@ -216,7 +217,7 @@ def test_ceph_is_healthy_with_three_monitors_and_every_osd(deployed: Deployment)
     assert status["pgs"]["all_active_clean"] is True, status["pgs"]
 
 
-def s3_client(deployed: Deployment) -> Any:
+def s3_client(deployed: Deployment, read_timeout: float = 60) -> Any:
     info = json.loads(deployed.lab.ssh("node1", "radosgw-admin user info --uid corral"))
     keys = info["keys"][0]
     return boto3.client(
@@ -225,7 +226,12 @@ def s3_client(deployed: Deployment) -> Any:
         aws_access_key_id=keys["access_key"],
         aws_secret_access_key=keys["secret_key"],
         region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 1}, connect_timeout=3),
+        config=Config(
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 1},
+            connect_timeout=3,
+            read_timeout=read_timeout,
+        ),
     )
 
 
@@ -309,7 +315,7 @@ def vip_holder(deployed: Deployment) -> str:
     holders = [
         node
         for node in ("node1", "node2", "node3")
-        if f'"local":"{deployed.vip()}"' in deployed.lab.ssh(node, "ip -j -4 addr show")
+        if holds_vip(deployed.lab.ssh(node, vip_command(deployed.vip())))
     ]
     assert len(holders) == 1, holders
     return holders[0]
@@ -325,22 +331,66 @@ ENDPOINT_ACTION = """
 """
 
 
+class BigGetter:
+    """GETs a 4 MiB object through the VIP back to back on one keep-alive S3 client (a 5 s read timeout), so a
+    reply is almost always in flight on the old holder when the VIP leaves it."""
+
+    def __init__(self, deployed: Deployment) -> None:
+        self.s3 = s3_client(deployed, read_timeout=5)
+        self.bucket = f"drain-{uuid.uuid4().hex[:8]}"
+        self.body = os.urandom(4 << 20)
+        self.s3.create_bucket(Bucket=self.bucket)
+        self.s3.put_object(Bucket=self.bucket, Key="big", Body=self.body)
+        self.requests: list[tuple[float, str]] = []  # (seconds, "ok" or the error)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            started = time.monotonic()
+            try:
+                body = self.s3.get_object(Bucket=self.bucket, Key="big")["Body"].read()
+                outcome = "ok" if body == self.body else "wrong body"
+            except Exception as exc:  # a reset connection is expected once; the time it took is the point
+                outcome = type(exc).__name__
+            self.requests.append((time.monotonic() - started, outcome))
+
+    def __enter__(self) -> BigGetter:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 def test_a_drained_vip_moves_before_anything_stops(deployed: Deployment) -> None:
+    """The VIP moves on a drain, and a reply in flight on the old holder is not left hanging: the holder parks
+    the VIP on its loopback, so the reply is sent (or the connection reset at once) instead of the client
+    waiting out its read timeout (what happened before: 5 s)."""
     holder = vip_holder(deployed)
-    with VipPoller(f"http://{deployed.vip()}:80/") as poller:
+    parked = f"ip -j -4 addr show dev lo to {deployed.vip()}"
+    with VipPoller(f"http://{deployed.vip()}:80/") as poller, BigGetter(deployed) as getter:
         time.sleep(2)
         drained = deployed.lab.playbook(ENDPOINT_ACTION.format(action="drain", node=holder))
         time.sleep(2)
     assert drained.returncode == 0, drained.stdout[-4000:]
     assert vip_holder(deployed) != holder
+    assert '"ifname":"lo"' in deployed.lab.ssh(holder, parked)
     undrained = deployed.lab.playbook(ENDPOINT_ACTION.format(action="undrain", node=holder))
     assert undrained.returncode == 0, undrained.stdout[-4000:]
+    assert json.loads(deployed.lab.ssh(holder, parked)) == []
+    slowest = max(getter.requests)
     print(
         f"\n[site] drained VIP move off {holder}: longest gap {poller.longest_gap():.2f}s "
-        f"({len(poller.successes)} ok, {poller.failures} failed, polled every 100 ms)",
+        f"({len(poller.successes)} ok, {poller.failures} failed, polled every 100 ms); "
+        f"4 MiB GETs: {len(getter.requests)}, slowest {slowest[0]:.3f}s ({slowest[1]}), "
+        f"errors {[outcome for _, outcome in getter.requests if outcome != 'ok']}",
         flush=True,
     )
     assert poller.successes
+    assert slowest[0] < 2.0, f"a GET in flight when the VIP moved hung {slowest[0]:.1f} s ({slowest[1]})"
+    assert all(outcome != "wrong body" for _, outcome in getter.requests)
 
 
 def ipmi(deployed: Deployment, node: str, *command: str) -> str:
@@ -358,7 +408,7 @@ def ipmi(deployed: Deployment, node: str, *command: str) -> str:
 
 
 def vip_holders(deployed: Deployment, nodes: list[str]) -> list[str]:
-    return [n for n in nodes if f'"local":"{deployed.vip()}"' in deployed.lab.ssh(n, "ip -j -4 addr show")]
+    return [n for n in nodes if holds_vip(deployed.lab.ssh(n, vip_command(deployed.vip())))]
 
 
 def test_the_vip_moves_when_its_holder_is_powered_off_through_its_bmc(deployed: Deployment) -> None:
