@@ -215,6 +215,10 @@ def test_ceph_is_healthy_with_three_monitors_and_every_osd(deployed: Deployment)
     assert status["osds"]["num"] == 3
     assert status["osds"]["all_up_in"] is True
     assert status["pgs"]["all_active_clean"] is True, status["pgs"]
+    # Every monitor runs with the role's map-proposal interval (the I/O stall on an OSD stop or start).
+    for node in ("node1", "node2", "node3"):
+        shown = deployed.lab.ssh(node, f"ceph daemon mon.{node} config get paxos_propose_interval")
+        assert float(json.loads(shown)["paxos_propose_interval"]) == 0.25, shown
 
 
 def s3_client(deployed: Deployment, read_timeout: float = 60) -> Any:
