@@ -6,6 +6,8 @@ overriding the ``engine`` fixture; so every test here must hold on both backends
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -241,6 +243,40 @@ def test_log_lines_get_consecutive_sequence_numbers_and_can_be_followed(
             (2, "rollout paused"),
         ]
         assert [line.seq for line in q.log_lines(session, "r-1", after_seq=1)] == [2]
+
+
+def test_two_writers_of_one_rollout_log_take_turns(factory: sessionmaker[Session]) -> None:
+    """The worker logs inside an open transaction while an operator's pause logs too: the pause's line comes
+    after the worker's, and neither fails (they used to read the same last number and collide)."""
+    with transaction(factory) as session:
+        release = _release(session)
+        q.add_rollout(session, rollout_id="r-1", release=release, created_by="a", plan={}, nodes=["n1"])
+    worker_wrote = threading.Event()
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with transaction(factory) as session:
+                q.append_log(session, "r-1", [("n1", "stdout", "TASK [drain]"), ("n1", "stdout", "ok: [n1]")])
+                worker_wrote.set()
+                time.sleep(0.5)  # still in its transaction when the operator's line is written
+        except BaseException as error:  # reported below, in the test's thread
+            errors.append(error)
+            worker_wrote.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert worker_wrote.wait(10)
+    with transaction(factory) as session:
+        q.append_log(session, "r-1", [(None, "event", "pause requested by operator1")])
+    thread.join(10)
+    assert errors == []
+    with transaction(factory) as session:
+        assert [(line.seq, line.text) for line in q.log_lines(session, "r-1")] == [
+            (0, "TASK [drain]"),
+            (1, "ok: [n1]"),
+            (2, "pause requested by operator1"),
+        ]
 
 
 def test_deleting_a_rollout_removes_its_steps_and_log(factory: sessionmaker[Session]) -> None:

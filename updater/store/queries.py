@@ -245,8 +245,16 @@ def append_log(
 ) -> list[RolloutLogLine]:
     """Append ``(node, stream, text)`` lines with consecutive sequence numbers after the last one.
 
-    The unique (rollout, seq) constraint makes two concurrent writers fail loudly instead of interleaving.
+    A rollout's log has two kinds of writers at once: the worker running it, and an operator's pause or abort.
+    Each first writes the rollout's row (a no-op write that takes its row lock on PostgreSQL, the database's
+    write lock on SQLite), so the second one reads the last number only after the first has committed: two
+    readers of the same last number collided on the unique (rollout, seq) constraint, and the worker's
+    rollout failed (seen on PostgreSQL when a pause arrived while the worker logged a task).
     """
+    session.execute(
+        sa.update(Rollout).where(Rollout.id == rollout_id).values(state=Rollout.state),
+        execution_options={"synchronize_session": False},
+    )
     last = session.scalar(
         sa.select(sa.func.max(RolloutLogLine.seq)).where(RolloutLogLine.rollout_id == rollout_id)
     )
