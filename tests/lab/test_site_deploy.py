@@ -17,7 +17,7 @@ import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import boto3
 import pytest
@@ -279,15 +279,33 @@ def test_a_rebooted_node_rejoins_as_the_same_member(deployed: Deployment) -> Non
     print(f"\n[site] node2 back from reboot in {seconds:.1f}s; healthy again with the same ids", flush=True)
 
 
-class VipPoller:
+class BackgroundLoop:
+    """A client loop (``_run``, until ``_stop`` is set) in a thread for the length of a ``with`` block."""
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+class VipPoller(BackgroundLoop):
     """GET / on the S3 front end through the VIP every 100 ms; records successes to find the longest gap."""
 
     def __init__(self, url: str) -> None:
+        super().__init__()
         self.url = url
         self.successes: list[float] = []
         self.failures = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         session = requests.Session()
@@ -301,14 +319,6 @@ class VipPoller:
                 self.failures += 1
                 session = requests.Session()
             time.sleep(0.1)
-
-    def __enter__(self) -> VipPoller:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
     def longest_gap(self) -> float:
         pairs = zip(self.successes, self.successes[1:], strict=False)
@@ -335,19 +345,18 @@ ENDPOINT_ACTION = """
 """
 
 
-class BigGetter:
+class BigGetter(BackgroundLoop):
     """GETs a 4 MiB object through the VIP back to back on one keep-alive S3 client (a 5 s read timeout), so a
     reply is almost always in flight on the old holder when the VIP leaves it."""
 
     def __init__(self, deployed: Deployment) -> None:
+        super().__init__()
         self.s3 = s3_client(deployed, read_timeout=5)
         self.bucket = f"drain-{uuid.uuid4().hex[:8]}"
         self.body = os.urandom(4 << 20)
         self.s3.create_bucket(Bucket=self.bucket)
         self.s3.put_object(Bucket=self.bucket, Key="big", Body=self.body)
         self.requests: list[tuple[float, str]] = []  # (seconds, "ok" or the error)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
         while not self._stop.is_set():
@@ -358,14 +367,6 @@ class BigGetter:
             except Exception as exc:  # a reset connection is expected once; the time it took is the point
                 outcome = type(exc).__name__
             self.requests.append((time.monotonic() - started, outcome))
-
-    def __enter__(self) -> BigGetter:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
 
 
 def test_a_drained_vip_moves_before_anything_stops(deployed: Deployment) -> None:
