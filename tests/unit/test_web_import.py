@@ -7,6 +7,7 @@ directly; the integration tier runs it through Redis and a real Celery worker be
 
 from __future__ import annotations
 
+import fcntl
 import io
 import json
 import re
@@ -233,6 +234,30 @@ def test_a_second_import_while_one_runs_is_refused_naming_the_holder(inst: Insta
     assert imports.stage(inst.config, inst.site.sessions, first.import_id).state == "staged"
     assert imports.lock_holder(inst.config) is None
     assert inst.imported(inst.bundle("1.4.0", upgrade_from=">=1.2.0")).state == "staged"
+
+
+def test_the_lock_file_appears_whole_and_flocked_and_a_taken_one_is_left_alone(tmp_path: Path) -> None:
+    """A second import reads the holder as soon as the lock's name exists: it must never see it empty (it once
+    reported "import ? of '?'") nor unflocked (it would judge it stale and remove it)."""
+    path = tmp_path / imports.LOCK_NAME
+    holder = {
+        "import_id": "imp-1",
+        "actor": "olga",
+        "filename": "a.bundle",
+        "since": "now",
+        "phase": "uploaded",
+    }
+    handle = imports._create_lock(path, holder)
+    try:
+        assert json.loads(path.read_text()) == holder
+        with path.open("rb") as other, pytest.raises(BlockingIOError):
+            fcntl.flock(other.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(FileExistsError):
+            imports._create_lock(path, {**holder, "import_id": "imp-2"})
+        assert json.loads(path.read_text()) == holder
+        assert sorted(p.name for p in tmp_path.iterdir()) == [imports.LOCK_NAME]  # no private copy left
+    finally:
+        handle.close()
 
 
 def test_a_lock_left_by_a_dead_process_is_taken_over_and_its_import_marked_abandoned(

@@ -5,10 +5,10 @@ The web app, the API and ``corral-updater import`` all go through here:
 1. :func:`spool_file` gives the upload a private file under ``home/imports/`` (mode 0600); the upload is
    streamed into it, never held in memory.
 2. :func:`begin` takes the import lock and moves the spooled file to ``imports/<id>.bundle``. The lock is
-   ``imports/lock.json``, created with ``O_EXCL`` and naming its holder (who, which file, since when); a
-   second import gets :class:`ImportConflict`. Whoever is working on the import (the web thread while it
-   hands over, the worker while it stages) also holds an ``flock`` on it, so a lock whose holder died is
-   found stale and taken over instead of blocking imports for ever.
+   ``imports/lock.json``, linked into place whole and flocked (never seen empty), naming its holder (who,
+   which file, since when); a second import gets :class:`ImportConflict`. Whoever is working on the import
+   (the web thread while it hands over, the worker while it stages) also holds an ``flock`` on it, so a lock
+   whose holder died is found stale and taken over instead of blocking imports for ever.
 3. :func:`stage` (the Celery task ``corral.stage_upload``, or the CLI directly) runs the one verifier,
    :func:`updater.services.staging.verify_and_stage`, and records a ``releases`` row with one check per
    verification check: a passing bundle is staged under ``home/staging/<version>``; a failing one keeps its
@@ -25,6 +25,7 @@ import fcntl
 import json
 import os
 import secrets
+import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
@@ -51,6 +52,8 @@ from updater.store.models import Outcome, Release, ReleaseCheck, ReleaseSource
 
 IMPORTS_DIR = "imports"
 LOCK_NAME = "lock.json"
+# Reads of the lock file while its holder rewrites it (10 ms apart) before it is reported as "starting".
+LOCK_READ_ATTEMPTS = 20
 ENTITLEMENT_KEY_FILE = "entitlement-key"
 # A queued import the worker has not taken within this time is abandoned (its task expires at the same time).
 QUEUE_GRACE_SECONDS = 900
@@ -199,13 +202,19 @@ def describe_holder(holder: dict[str, Any]) -> str:
 
 def lock_holder(config: ServiceConfig) -> dict[str, Any] | None:
     """Who holds the import lock (``import_id``, ``actor``, ``filename``, ``since``, ``phase``), or None."""
-    try:
-        data = json.loads(_lock_path(config).read_text())
-    except FileNotFoundError:
-        return None
-    except json.JSONDecodeError:
-        return {"import_id": "?", "actor": "?", "filename": "?", "since": "?", "phase": "starting"}
-    return data if isinstance(data, dict) else None
+    # The holder rewrites the file in place when its phase changes (the flock stays on the file): a read in
+    # that instant sees it empty or half-written, so it is read again for a moment before giving up.
+    for attempt in range(LOCK_READ_ATTEMPTS):
+        try:
+            data = json.loads(_lock_path(config).read_text())
+        except FileNotFoundError:
+            return None
+        except json.JSONDecodeError:
+            if attempt + 1 < LOCK_READ_ATTEMPTS:
+                time.sleep(0.01)
+            continue
+        return data if isinstance(data, dict) else None
+    return {"import_id": "?", "actor": "?", "filename": "?", "since": "?", "phase": "starting"}
 
 
 def _is_stale(config: ServiceConfig, handle: Any, holder: dict[str, Any] | None, now: datetime) -> bool:
@@ -247,7 +256,7 @@ def _take_lock(config: ServiceConfig, holder: dict[str, Any], now: datetime) -> 
     path = _lock_path(config)
     for _ in range(2):
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+            return _create_lock(path, holder)
         except FileExistsError:
             with contextlib.suppress(FileNotFoundError), path.open("rb") as existing:
                 current = lock_holder(config)
@@ -257,12 +266,29 @@ def _take_lock(config: ServiceConfig, holder: dict[str, Any], now: datetime) -> 
                     _abandon(config, current, now)
                     path.unlink()
             continue
-        handle = os.fdopen(fd, "r+b")
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        _rewrite_lock(handle, holder)
-        return handle
     holder_now = lock_holder(config)
     raise ImportConflict(describe_holder(holder_now or {}))
+
+
+def _create_lock(path: Path, holder: dict[str, Any]) -> Any:
+    """The lock file at ``path``, appearing already flocked and naming ``holder`` (FileExistsError if taken).
+
+    Written and flocked under a private name first, then linked into place: a lock created empty and
+    filled afterwards was read in between by a second import (an empty holder, "import ? of '?'"), and
+    one that came before the flock would have judged it stale and removed it.
+    """
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    handle = os.fdopen(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "r+b")
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        _rewrite_lock(handle, holder)
+        os.link(tmp, path)
+    except BaseException:
+        handle.close()
+        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+    return handle
 
 
 def _rewrite_lock(handle: Any, holder: dict[str, Any]) -> None:
