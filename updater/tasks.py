@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from updater import tasks_channel, tasks_release, tasks_rollout
 from updater.config import ServiceConfig, known_secrets
-from updater.services import audit, auth, channel_check
+from updater.services.accounts import audit, auth
+from updater.services.channel import check as channel_check
 from updater.store.db import make_engine, session_factory
 from updater.store.models import Outcome
 

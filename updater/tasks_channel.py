@@ -14,7 +14,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
-from updater.services import downloads
+from updater.services.channel import downloads
 
 TASK_DOWNLOAD = "corral.download"
 

@@ -12,7 +12,7 @@ from celery import Celery
 from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
-from updater.services import imports
+from updater.services.bundles import imports
 
 TASK_STAGE_UPLOAD = "corral.stage_upload"
 

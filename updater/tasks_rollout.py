@@ -23,8 +23,9 @@ from celery.signals import worker_ready
 from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
-from updater.services import cluster_view, rollout_execution
-from updater.services.rollout_cluster import ClusterAccessError
+from updater.services.cluster import view as cluster_view
+from updater.services.cluster.access import ClusterAccessError
+from updater.services.rollouts import execution as rollout_execution
 
 TASK_ROLLOUT = "corral.rollout"
 TASK_RECOVER_ROLLOUTS = "corral.recover_rollouts"

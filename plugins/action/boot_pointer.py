@@ -1,6 +1,6 @@
 """Action ``corral.cloud.boot_pointer``: point a node's next boot (once) or its default at an image.
 
-A thin wrapper (runs on the controller) around ``updater.services.rollout_runner.set_boot``: the pointer is
+A thin wrapper (runs on the controller) around ``updater.services.boot_pointers.set_boot``: the pointer is
 recorded in ZooKeeper fenced by the rollout's token, then set at the boot service, which refuses a token
 lower than one it already accepted for that node. Documentation: ``plugins/modules/boot_pointer.py``.
 """
@@ -13,9 +13,11 @@ from typing import Any
 from ansible.plugins.action import ActionBase  # type: ignore[import-untyped]
 
 try:
-    from updater.services.boot import BootServiceError, open_boot_service
-    from updater.services.cluster_lock import DEFAULT_ROOT, ClusterLock, LockError
-    from updater.services.rollout_runner import RolloutRunnerError, set_boot, zookeeper
+    from updater.services.cluster.boot import BootServiceError, open_boot_service
+    from updater.services.cluster.lock import DEFAULT_ROOT, ClusterLock, LockError
+    from updater.services.cluster.zookeeper import zookeeper
+    from updater.services.rollouts.boot_pointers import set_boot
+    from updater.services.rollouts.release import RolloutRunnerError
 except ImportError as error:  # pragma: no cover - exercised only on a controller without the package
     IMPORT_ERROR: ImportError | None = error
     DEFAULT_ROOT = "/corral/update"

@@ -1,7 +1,7 @@
 """Action ``corral.cloud.release_playbook``: run the per-node plays with the TARGET release's collection first
 on the collection path, streaming their output, and stop them if the controller's ansible-playbook goes away.
 
-A thin wrapper around ``updater.services.rollout_runner.run_release_playbook``; the documentation is
+A thin wrapper around ``updater.services.playbook.run_release_playbook``; the documentation is
 ``plugins/modules/release_playbook.py`` and docs/update.md says why the per-node plays run from the target
 release's collection.
 """
@@ -16,7 +16,7 @@ from ansible.plugins.action import ActionBase  # type: ignore[import-untyped]
 from ansible.utils.display import Display  # type: ignore[import-untyped]
 
 try:
-    from updater.services.rollout_runner import run_release_playbook
+    from updater.services.rollouts.playbook import run_release_playbook
 except ImportError as error:  # pragma: no cover - exercised only on a controller without the package
     IMPORT_ERROR: ImportError | None = error
 else:

@@ -1,8 +1,9 @@
 """Action ``corral.cloud.release_stage``: verify and stage a bundle (or find a staged release), install its
 collection offline into a versioned path, and publish its node image to the boot service.
 
-A thin wrapper (runs on the controller) around ``updater.services.rollout_runner`` (``stage_bundle`` /
-``staged_release``), which calls the one bundle verifier, ``updater.services.staging.verify_and_stage``.
+A thin wrapper (runs on the controller) around ``updater.services.rollouts.release`` (``stage_bundle`` /
+``staged_release``), which calls the one bundle verifier,
+``updater.services.bundles.staging.verify_and_stage``.
 Documentation: ``plugins/modules/release_stage.py``. The entitlement key is read from its file by the
 verifier and never appears in the result.
 """
@@ -16,9 +17,9 @@ from ansible.plugins.action import ActionBase  # type: ignore[import-untyped]
 
 try:
     from updater.domain.manifest import parse_manifest
-    from updater.services import bundle_io
-    from updater.services.boot import BootServiceError, open_boot_service
-    from updater.services.rollout_runner import RolloutRunnerError, stage_bundle, staged_release
+    from updater.services.bundles import reader
+    from updater.services.cluster.boot import BootServiceError, open_boot_service
+    from updater.services.rollouts.release import RolloutRunnerError, stage_bundle, staged_release
 except ImportError as error:  # pragma: no cover - exercised only on a controller without the package
     IMPORT_ERROR: ImportError | None = error
 else:
@@ -91,7 +92,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         if args["release"]:
             return {"version": args["release"], "image_id": None}
         try:
-            manifest = parse_manifest(bundle_io.read_head(Path(args["bundle"])).manifest_bytes)
+            manifest = parse_manifest(reader.read_head(Path(args["bundle"])).manifest_bytes)
         except Exception as error:
             raise RolloutRunnerError(f"cannot read the bundle {args['bundle']}: {error}") from None
         return {"version": str(manifest.version), "image_id": manifest.image.sha256}

@@ -2,7 +2,7 @@
 record a node's transition, apply an operator's pause or abort before a node (``control``), finish the
 rollout, or read it; every write fenced by the rollout's token.
 
-A thin wrapper (runs on the controller) around ``updater.services.rollout_runner``; the rules (legal
+A thin wrapper (runs on the controller) around ``updater.services.rollouts.records``; the rules (legal
 transitions, never two failure domains, quorum holders alone) are the domain's ``Rollout``.
 Documentation: ``plugins/modules/rollout_progress.py``.
 """
@@ -15,9 +15,9 @@ from ansible.plugins.action import ActionBase  # type: ignore[import-untyped]
 
 try:
     from updater.domain.inventory import InventoryError, inventory_from_hostvars
-    from updater.services.cluster_lock import DEFAULT_ROOT, ClusterLock, LockError
-    from updater.services.rollout_runner import (
-        RolloutRunnerError,
+    from updater.services.cluster.lock import DEFAULT_ROOT, ClusterLock, LockError
+    from updater.services.cluster.zookeeper import zookeeper
+    from updater.services.rollouts.records import (
         apply_control,
         finish_rollout,
         move_node,
@@ -25,8 +25,8 @@ try:
         plan_and_begin,
         plan_only,
         progress_dicts,
-        zookeeper,
     )
+    from updater.services.rollouts.release import RolloutRunnerError
 except ImportError as error:  # pragma: no cover - exercised only on a controller without the package
     IMPORT_ERROR: ImportError | None = error
     DEFAULT_ROOT = "/corral/update"

@@ -1,6 +1,6 @@
 """Action ``corral.cloud.update_lock``: take, take back, release, break or read the cluster update lock.
 
-A thin wrapper (runs on the controller) around ``updater.services.cluster_lock.ClusterLock``, the one
+A thin wrapper (runs on the controller) around ``updater.services.cluster.lock.ClusterLock``, the one
 implementation the update service uses too; the documentation is ``plugins/modules/update_lock.py``.
 """
 
@@ -11,8 +11,9 @@ from typing import Any
 from ansible.plugins.action import ActionBase  # type: ignore[import-untyped]
 
 try:
-    from updater.services.cluster_lock import DEFAULT_ROOT, ClusterLock, LockError, LockHeld
-    from updater.services.rollout_runner import RolloutRunnerError, lock_holder_dict, zookeeper
+    from updater.services.cluster.lock import DEFAULT_ROOT, ClusterLock, LockError, LockHeld
+    from updater.services.cluster.zookeeper import lock_holder_dict, zookeeper
+    from updater.services.rollouts.release import RolloutRunnerError
 except ImportError as error:  # pragma: no cover - exercised only on a controller without the package
     IMPORT_ERROR: ImportError | None = error
     DEFAULT_ROOT = "/corral/update"

@@ -23,7 +23,7 @@ from pytest_benchmark.fixture import BenchmarkFixture
 from tests.integration.conftest import UpdateServer, Vendor, free_port, run_cli
 from tests.integration.conftest import tls as tls_fixture
 from tests.integration.conftest import vendor as vendor_fixture
-from updater.services.channel import ChannelClient
+from updater.services.channel.client import ChannelClient
 
 FULL = os.environ.get("CORRAL_BENCH_SIZE") == "full"
 IMAGE_SIZE = (1024 if FULL else 32) * 1024 * 1024

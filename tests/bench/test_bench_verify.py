@@ -20,7 +20,7 @@ from typing import Any, cast
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from tests.unit import bundle_kit as kit_
-from updater.services import bundle_io
+from updater.services.vendor import writer
 
 FULL = os.environ.get("CORRAL_BENCH_SIZE") == "full"
 IMAGE_BYTES = (2 << 30) if FULL else (64 << 20)
@@ -33,7 +33,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from updater.domain.keyring import TrustStore
 from updater.domain.license import parse_entitlement_key
-from updater.services.staging import verify_bundle_file
+from updater.services.bundles.staging import verify_bundle_file
 from updater.domain import aead
 
 mode, bundle, vendor, licence, key = sys.argv[1:6]
@@ -118,7 +118,7 @@ def test_bench_verify_against_sha256sum(benchmark: BenchmarkFixture, tmp_path: P
 
     encrypted = tmp_path / "bundle.enc"
     start = time.perf_counter()
-    bundle_io.encrypt_file(bundle, encrypted, license_id=lic.license.license_id, entitlement_key=lic.key)
+    writer.encrypt_file(bundle, encrypted, license_id=lic.license.license_id, entitlement_key=lic.key)
     encrypt_seconds = time.perf_counter() - start
     bundle.unlink()
     subprocess.run(["cat", str(encrypted)], check=True, stdout=subprocess.DEVNULL)

@@ -30,10 +30,11 @@ from updater.domain import license as license_mod
 from updater.domain import signing
 from updater.domain.keyring import TrustStore
 from updater.domain.request_auth import sign_request
-from updater.services import bundle_io
-from updater.services import vendor as vendor_service
-from updater.services.channel import ChannelClient, ChannelSettings
-from updater.services.vendor import VendorDir
+from updater.services.bundles import reader
+from updater.services.channel.client import ChannelClient, ChannelSettings
+from updater.services.vendor import keys as vendor_service
+from updater.services.vendor import writer
+from updater.services.vendor.keys import VendorDir
 
 REPO = Path(__file__).resolve().parents[2]
 SERVER_CLI = [sys.executable, "-m", "updater.server.cli"]
@@ -215,7 +216,7 @@ class Vendor:
         (extras / "RELEASE-NOTES.md").write_text(f"# Corral {version}\n")
         suffix = "-delta" if delta_base is not None else ""
         bundle = out_dir / f"corral-{version}{suffix}.bundle"
-        bundle_io.build_bundle(
+        writer.build_bundle(
             bundle,
             version=version,
             channel=channel,
@@ -227,9 +228,9 @@ class Vendor:
             notes=extras / "RELEASE-NOTES.md",
             delta_base=delta_base,
         )
-        head = bundle_io.read_head(bundle)
+        head = reader.read_head(bundle)
         now = dt.datetime.now(dt.UTC)
-        bundle_io.rewrite_head(
+        writer.rewrite_head(
             bundle, vendor_service.sign_manifest(self.directory, head.manifest_bytes, now=now), None
         )
         return bundle

@@ -14,8 +14,8 @@ from tests.integration.conftest import UpdateServer, Vendor, run_cli
 from updater.domain import license as license_mod
 from updater.domain.request_auth import LICENSE_HEADER
 from updater.server.licenses import LicenseRecord, LicenseRegistry
-from updater.services import vendor as vendor_service
-from updater.services.channel import ChannelRefused, ChannelUnreachable
+from updater.services.channel.client import ChannelRefused, ChannelUnreachable
+from updater.services.vendor import keys as vendor_service
 
 TIMESTAMP = "/v1/channels/stable/metadata/timestamp.json"
 

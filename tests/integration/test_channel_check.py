@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.integration.conftest import Tls, UpdateServer, Vendor
 from updater.cli.updater import main
 from updater.config import ServiceConfig, load_config
-from updater.services.channel_check import check_channel
+from updater.services.channel.check import check_channel
 from updater.store import queries as q
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import AuditEntry, Outcome, ReleaseSource

@@ -18,9 +18,9 @@ import pytest
 from tests.integration.conftest import UpdateServer, Vendor
 from updater.domain import license as license_mod
 from updater.domain.semver import parse_version
-from updater.services import bundle_io
-from updater.services import channel as ch
-from updater.services.channel import ChannelClient, pull_and_stage
+from updater.services.channel import client as ch
+from updater.services.channel.client import ChannelClient, pull_and_stage
+from updater.services.vendor import writer
 
 MIB = 1024 * 1024
 
@@ -320,7 +320,7 @@ def test_publishing_an_unsigned_bundle_is_refused(
     server: UpdateServer, vendor: Vendor, base_image: Path
 ) -> None:
     bundle = vendor.build_bundle("1.5.0", image=base_image)
-    bundle_io.rewrite_head(bundle, [], None)
+    writer.rewrite_head(bundle, [], None)
     result = server.cli("publish", str(bundle), check=False)
     assert result.returncode == 2
     assert "signature" in result.stderr

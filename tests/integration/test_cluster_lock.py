@@ -17,7 +17,7 @@ from updater.domain.placement import NodeLocation
 from updater.domain.plan import plan_rollout
 from updater.domain.rollout import Rollout
 from updater.domain.states import NodeProgress, NodeState
-from updater.services.cluster_lock import ClusterLock, LockHeld, LockNotHeld, StaleToken
+from updater.services.cluster.lock import ClusterLock, LockHeld, LockNotHeld, StaleToken
 
 _roots = itertools.count()
 

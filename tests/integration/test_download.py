@@ -27,8 +27,8 @@ from tests.integration.redis_server import RedisServer
 from tests.integration.test_celery_stack import Process, wait_for
 from tests.integration.test_channel_check import make_site, publish, sessions_of
 from updater.config import ServiceConfig
-from updater.services import downloads
-from updater.services.channel_check import check_channel
+from updater.services.channel import downloads
+from updater.services.channel.check import check_channel
 from updater.store import queries as q
 from updater.store.db import transaction
 from updater.store.models import DownloadState, Outcome, ReleaseSource

@@ -22,8 +22,8 @@ from tests.integration.zookeeper import ZooKeeperServer
 from tests.unit import bundle_kit
 from updater.lab.image import pack_canonical, sha256_file
 from updater.lab.release import Release
-from updater.services.boot import LabBootService
-from updater.services.cluster_lock import ClusterLock
+from updater.services.cluster.boot import LabBootService
+from updater.services.cluster.lock import ClusterLock
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from tests.integration.postgres import PostgresServer
 from tests.unit import bundle_kit as kit_
 from tests.unit.test_self_update import BROKEN_MIGRATION, NEW_REVISION, history, make_home, package, revision
-from updater.services import self_update as su
+from updater.services.installation import self_update as su
 from updater.store.db import head_revision, make_engine
 
 

@@ -26,7 +26,7 @@ from tests.integration.redis_server import RedisServer, free_port
 from tests.unit import bundle_kit as kit_
 from tests.unit.test_self_update import NEW_REVISION, package
 from updater.config import ServiceConfig, load_config
-from updater.services import self_update as su
+from updater.services.installation import self_update as su
 from updater.store import queries as q
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import Outcome, ReleaseSource

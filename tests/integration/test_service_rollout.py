@@ -21,19 +21,11 @@ from tests.integration.zookeeper import ZooKeeperServer
 from updater.domain.inventory import build_inventory
 from updater.domain.placement import NodeLocation
 from updater.domain.states import RolloutState
-from updater.services import rollouts
-from updater.services.cluster_lock import ClusterLock, StaleToken
-from updater.services.overview import build_overview
-from updater.services.rollout_runner import (
-    RunOwner,
-    apply_control,
-    claim_run,
-    plan_and_begin,
-    process_start,
-    read_control,
-    request_control,
-    run_owner,
-)
+from updater.services.cluster.lock import ClusterLock, StaleToken
+from updater.services.installation.overview import build_overview
+from updater.services.rollouts import control as rollouts
+from updater.services.rollouts.ownership import RunOwner, claim_run, process_start, run_owner
+from updater.services.rollouts.records import apply_control, plan_and_begin, read_control, request_control
 from updater.store import queries
 from updater.store.models import ReleaseSource
 from updater.tasks_rollout import OBSERVE_ENTRY, TASK_OBSERVE_CLUSTER, TASK_ROLLOUT

@@ -17,8 +17,8 @@ from tests.integration.test_celery_stack import wait_for
 from tests.integration.test_channel_check import make_site, publish, sessions_of
 from tests.integration.test_download import start_worker
 from tests.unit.test_web import HttpsClient, bearer, csrf_from, login
-from updater.services import auth
-from updater.services.channel_check import check_channel
+from updater.services.accounts import auth
+from updater.services.channel.check import check_channel
 from updater.store import queries as q
 from updater.store.db import transaction
 from updater.store.models import Outcome, Role

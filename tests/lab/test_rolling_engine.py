@@ -31,8 +31,8 @@ from tests.integration.zookeeper import ZooKeeperServer
 from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env, build_collection
 from tests.unit import bundle_kit
 from updater.lab.lab import Lab
-from updater.services.boot import FENCE_DIR, LabBootService, StaleBootToken
-from updater.services.cluster_lock import ClusterLock, StaleToken
+from updater.services.cluster.boot import FENCE_DIR, LabBootService, StaleBootToken
+from updater.services.cluster.lock import ClusterLock, StaleToken
 
 V1, V2 = "0.1.0", "0.2.0"
 NODES = ("node1", "node2", "node3")

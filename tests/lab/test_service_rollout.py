@@ -38,9 +38,9 @@ from tests.integration.zookeeper import ZooKeeperServer
 from tests.lab.conftest import LabSession, build_collection
 from tests.unit import bundle_kit
 from updater.domain.keyring import TrustStore
-from updater.services import rollouts
-from updater.services.boot import FENCE_DIR
-from updater.services.staging import verify_and_stage
+from updater.services.bundles.staging import verify_and_stage
+from updater.services.cluster.boot import FENCE_DIR
+from updater.services.rollouts import control as rollouts
 from updater.store import queries
 from updater.store.models import ReleaseSource
 

@@ -28,7 +28,7 @@ from botocore.config import Config
 
 from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env, holds_vip, vip_command
 from tests.lab.test_rolling_engine import NODES, V1, V2, Controller, build_controller
-from updater.services.boot import FENCE_DIR
+from updater.services.cluster.boot import FENCE_DIR
 
 SITE_TIMEOUT = 1800
 # The lab's waits: a node reboots in ~2 s; Ceph needs a little longer than the engine-only specs.

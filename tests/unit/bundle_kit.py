@@ -20,7 +20,9 @@ from pathlib import Path
 
 from updater.domain.keyring import TrustStore
 from updater.domain.license import License, parse_entitlement_key
-from updater.services import bundle_io, vendor
+from updater.services.bundles import reader
+from updater.services.vendor import keys as vendor
+from updater.services.vendor import writer
 
 REPO = Path(__file__).resolve().parents[2]
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
@@ -112,7 +114,7 @@ def build_bundle(
 ) -> Path:
     artifacts = artifacts or make_artifacts(kit.root / f"artifacts-{version}", version)
     out = kit.root / (name or f"corral-{version}.bundle")
-    bundle_io.build_bundle(
+    writer.build_bundle(
         out,
         version=version,
         channel=channel,
@@ -126,9 +128,9 @@ def build_bundle(
         keyring=kit.vendor.keyring.read_bytes() if carry_keyring else None,
     )
     if sign:
-        head = bundle_io.read_head(out)
+        head = reader.read_head(out)
         signatures = vendor.sign_manifest(kit.vendor_dir, head.manifest_bytes, now=NOW, keyids=keyids)
-        bundle_io.rewrite_head(out, signatures, head.keyring)
+        writer.rewrite_head(out, signatures, head.keyring)
     return out
 
 

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from argon2 import PasswordHasher, Type
 from sqlalchemy.orm import Session, sessionmaker
 
-from updater.services import auth
+from updater.services.accounts import auth
 from updater.store import queries as q
 from updater.store.db import make_engine, migrate, session_factory, transaction
 from updater.store.models import Role, utcnow

@@ -13,7 +13,7 @@ import pytest
 from updater.lab import bootptr, hooks
 from updater.lab.image import ImageStore, pack_canonical, sha256_file
 from updater.lab.release import Release
-from updater.services.boot import (
+from updater.services.cluster.boot import (
     FENCE_DIR,
     FENCE_FILE,
     BootServiceError,

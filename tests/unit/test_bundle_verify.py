@@ -21,8 +21,9 @@ from tests.unit import bundle_kit as kit_
 from tests.unit.bundle_kit import NOW, Kit
 from updater.domain import errors
 from updater.domain.signing import dump_signature_list, parse_signature_list, sign
-from updater.services import bundle_io, vendor
-from updater.services.staging import verify_bundle_file
+from updater.services.bundles.staging import verify_bundle_file
+from updater.services.vendor import keys as vendor
+from updater.services.vendor import writer
 
 EARLIER = datetime(2026, 1, 5, tzinfo=UTC)
 
@@ -77,7 +78,7 @@ def test_valid_delta_bundle_passes_with_its_base_present(kit: Kit, tmp_path: Pat
     base = kit_.make_artifacts(tmp_path / "base", "1.2.0")
     bases = tmp_path / "bases"
     bases.mkdir()
-    sha, _ = bundle_io.file_digest(base.image)
+    sha, _ = writer.file_digest(base.image)
     os.link(base.image, bases / f"{sha}.tar")
     bundle = kit_.build_bundle(kit, delta_base=base.image)
     result = verify(kit, bundle, base_images_dir=bases)
@@ -252,7 +253,7 @@ def test_delta_over_different_base_is_refused(kit: Kit, tmp_path: Path) -> None:
     bundle = kit_.build_bundle(kit, delta_base=base.image)
     bases = tmp_path / "bases"
     bases.mkdir()
-    sha, _ = bundle_io.file_digest(base.image)
+    sha, _ = writer.file_digest(base.image)
     (bases / f"{sha}.tar").write_bytes(base.image.read_bytes()[:-1] + b"X")
     refused(kit, bundle, errors.DeltaBaseMismatch, base_images_dir=bases)
 
@@ -369,7 +370,7 @@ def test_delta_that_would_expand_beyond_the_declared_image_is_refused(kit: Kit, 
 
     base = kit_.make_artifacts(tmp_path / "base", "1.2.0")
     target = kit_.make_artifacts(tmp_path / "target", "1.3.0")
-    sha, _ = bundle_io.file_digest(base.image)
+    sha, _ = writer.file_digest(base.image)
     # A delta whose recipe repeats one literal block far past the image size the manifest declares.
     block = next(delta_.iter_blocks(target.image.open("rb")))
     literal = target.image.read_bytes()[: block.length]

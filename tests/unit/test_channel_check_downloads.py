@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.unit.test_channel_check_settings import Vendor, init
 from updater.config import ServiceConfig, load_config
-from updater.services import downloads
+from updater.services.channel import downloads
 from updater.store import queries as q
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import DownloadState, Outcome, ReleaseDownload, ReleaseSource

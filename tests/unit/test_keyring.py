@@ -11,8 +11,8 @@ from tests.unit import bundle_kit as kit_
 from tests.unit.bundle_kit import NOW, Kit
 from updater.domain import errors, signing
 from updater.domain.keyring import TrustStore, keyring_payload, parse_trust_root, verify_keyring
-from updater.services import vendor
-from updater.services.staging import verify_bundle_file
+from updater.services.bundles.staging import verify_bundle_file
+from updater.services.vendor import keys as vendor
 
 
 @pytest.fixture

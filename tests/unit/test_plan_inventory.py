@@ -15,7 +15,7 @@ from updater.domain.inventory import (
     inventory_from_hostvars,
 )
 from updater.domain.placement import NodeLocation
-from updater.services.inventory_loader import InventoryLoadError, load_inventory
+from updater.services.cluster.inventory import InventoryLoadError, load_inventory
 
 LAB_INVENTORY = """\
 nodes:

@@ -21,9 +21,11 @@ import ansible_runner
 import pytest
 
 from updater.domain.inventory import inventory_from_ansible
-from updater.services import probe_credentials, rollout_execution
-from updater.services.auth import REDACTED, RedactSecrets
-from updater.services.probe_credentials import (
+from updater.services.accounts.auth import REDACTED, RedactSecrets
+from updater.services.cluster.access import Cluster
+from updater.services.rollouts import execution as rollout_execution
+from updater.services.rollouts import probe_credentials
+from updater.services.rollouts.probe_credentials import (
     ACCESS_KEY_ENV,
     SECRET_KEY_ENV,
     ProbeCredentialsError,
@@ -36,7 +38,6 @@ from updater.services.probe_credentials import (
     s3_access,
     user_keys,
 )
-from updater.services.rollout_cluster import Cluster
 
 ACCESS = "AKIAPROBE0TEST0KEY01"
 SECRET = "pr0beSecretKey/ForTheUnitTests+0123456789"

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from updater.services.rollout_runner import RolloutRunnerError, install_collection, run_release_playbook
+from updater.services.rollouts.playbook import run_release_playbook
+from updater.services.rollouts.release import RolloutRunnerError, install_collection
 
 ROOT = Path(__file__).resolve().parents[2]
 GALAXY = Path(sys.executable).with_name("ansible-galaxy")
@@ -79,7 +80,7 @@ def test_the_child_run_is_stopped_when_the_controller_goes_away(tmp_path: Path) 
         f"""
         import os, sys
         from pathlib import Path
-        from updater.services.rollout_runner import run_release_playbook
+        from updater.services.rollouts.playbook import run_release_playbook
         if os.fork() == 0:  # the worker, like Ansible's, in its own session
             os.setsid()
             run = run_release_playbook([sys.executable, "-c", {child!r}], collections_paths=["/x"],

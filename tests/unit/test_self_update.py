@@ -24,8 +24,8 @@ from tests.unit import bundle_kit as kit_
 from updater.cli import self_update_commands as cli
 from updater.config import ServiceConfig, save_settings, write_secret_key
 from updater.domain.semver import parse_version
-from updater.services import self_update as su
-from updater.services.staging import StagedRelease, verify_and_stage
+from updater.services.bundles.staging import StagedRelease, verify_and_stage
+from updater.services.installation import self_update as su
 from updater.store import queries as q
 from updater.store.db import (
     current_revision,

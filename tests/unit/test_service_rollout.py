@@ -20,8 +20,8 @@ from updater.cli import updater as cli
 from updater.config import ServiceConfig, save_settings, write_secret_key
 from updater.domain.inventory import inventory_from_ansible
 from updater.domain.states import NodeState, RolloutState
-from updater.services import rollouts
-from updater.services.rollout_cluster import ClusterAccessError, _secrets, load_cluster, zookeeper_hosts
+from updater.services.cluster.access import ClusterAccessError, _secrets, load_cluster, zookeeper_hosts
+from updater.services.rollouts import control as rollouts
 from updater.store import queries
 from updater.store.db import make_engine, migrate, session_factory, transaction
 from updater.store.models import ReleaseSource, Rollout

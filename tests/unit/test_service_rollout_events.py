@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 
 from updater.domain.states import NodeState
-from updater.services.rollout_cluster import Observation, observation_from_events
-from updater.services.rollout_events import PHASES, failure_reason, log_lines, step_change
-from updater.services.rollouts import observation_checks
+from updater.services.cluster.access import Observation, observation_from_events
+from updater.services.rollouts.control import observation_checks
+from updater.services.rollouts.events import PHASES, failure_reason, log_lines, step_change
 
 RECORDED = json.loads((Path(__file__).parent / "fixtures" / "service_rollout_events.json").read_text())
 NODES = frozenset({"node1", "node2", "node3"})

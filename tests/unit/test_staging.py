@@ -29,8 +29,9 @@ from tests.unit.test_bundle_verify import EARLIER, _resign
 from updater.domain import errors
 from updater.domain.signing import dump_signature_list, parse_signature_list, sign
 from updater.domain.tarformat import build_header
-from updater.services import bundle_io, vendor
-from updater.services.staging import StagedRelease, verify_and_stage
+from updater.services.bundles.staging import StagedRelease, verify_and_stage
+from updater.services.vendor import keys as vendor
+from updater.services.vendor import writer
 
 
 @pytest.fixture
@@ -105,7 +106,7 @@ def test_delta_bundle_is_staged_with_the_exact_image_rebuilt(
     target = kit_.make_artifacts(tmp_path / "target", "1.3.0")
     bases = tmp_path / "bases"
     bases.mkdir()
-    base_sha, _ = bundle_io.file_digest(base.image)
+    base_sha, _ = writer.file_digest(base.image)
     os.link(base.image, bases / f"{base_sha}.tar")
     bundle = kit_.build_bundle(kit, artifacts=target, delta_base=base.image)
     staged = stage(kit, bundle, staging_root, base_images_dir=bases)
@@ -118,7 +119,7 @@ def test_encrypted_bundle_is_decrypted_while_staging(kit: Kit, staging_root: Pat
     artifacts = kit_.make_artifacts(tmp_path / "a", "1.3.0")
     plain = kit_.build_bundle(kit, artifacts=artifacts)
     encrypted = tmp_path / "corral-1.3.0.bundle.enc"
-    bundle_io.encrypt_file(
+    writer.encrypt_file(
         plain, encrypted, license_id=lic.license.license_id, entitlement_key=lic.key, chunk_size=4096
     )
     staged = stage(kit, encrypted, staging_root, lic=lic)
@@ -130,7 +131,7 @@ def test_encrypted_bundle_is_decrypted_while_staging(kit: Kit, staging_root: Pat
 def test_wrong_entitlement_key_stages_nothing(kit: Kit, staging_root: Path, tmp_path: Path) -> None:
     lic, other = kit_.issue(kit), kit_.issue(kit)
     encrypted = tmp_path / "enc.bundle"
-    bundle_io.encrypt_file(
+    writer.encrypt_file(
         kit_.build_bundle(kit), encrypted, license_id=lic.license.license_id, entitlement_key=lic.key
     )
     with pytest.raises(errors.WrongEntitlementKey):
@@ -308,7 +309,7 @@ def _delta_base(kit: Kit, tmp: Path, *, bases: str) -> Hostile:
     directory.mkdir()
     if bases == "empty":
         return Hostile(bundle, errors.DeltaBaseMissing, options={"base_images_dir": directory})
-    sha, _ = bundle_io.file_digest(base.image)
+    sha, _ = writer.file_digest(base.image)
     (directory / f"{sha}.tar").write_bytes(base.image.read_bytes()[:-1] + b"X")
     return Hostile(bundle, errors.DeltaBaseMismatch, options={"base_images_dir": directory})
 
@@ -450,7 +451,7 @@ ENCRYPTED_CHUNK = 4096  # small chunks, so the attacked chunk lies inside the pa
 def _encrypted(kit: Kit, tmp: Path, *, attack: str) -> Hostile:
     lic = kit_.issue(kit, license_id=f"lic-{os.urandom(4).hex()}")
     encrypted = tmp / "enc.bundle"
-    bundle_io.encrypt_file(
+    writer.encrypt_file(
         kit_.build_bundle(kit),
         encrypted,
         license_id=lic.license.license_id,

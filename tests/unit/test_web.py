@@ -23,8 +23,9 @@ from werkzeug.routing import Rule
 
 from updater.config import ServiceConfig
 from updater.domain.states import NodeState, RolloutState
-from updater.services import auth, cluster_view
-from updater.services.rollout_cluster import Observation
+from updater.services.accounts import auth
+from updater.services.cluster import view as cluster_view
+from updater.services.cluster.access import Observation
 from updater.store import queries as q
 from updater.store.db import make_engine, migrate, session_factory, transaction
 from updater.store.models import AuditEntry, Outcome, ReleaseSource, Role

@@ -16,7 +16,7 @@ from cryptography import x509
 
 from updater.cli.updater import main
 from updater.config import load_config
-from updater.services import auth
+from updater.services.accounts import auth
 from updater.store import queries as q
 from updater.store.db import current_revision, head_revision, make_engine, session_factory, transaction
 from updater.web.tls import self_signed

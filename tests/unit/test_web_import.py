@@ -23,7 +23,8 @@ from tests.unit import bundle_kit as kit_
 from tests.unit.test_web import bearer, csrf_from, login, make_site
 from updater.cli.updater import main
 from updater.config import save_settings, write_secret_key
-from updater.services import bundle_io, imports
+from updater.services.bundles import imports
+from updater.services.vendor import writer
 from updater.store import queries as q
 from updater.store.db import transaction
 from updater.store.models import Outcome
@@ -144,7 +145,7 @@ def test_a_good_bundle_is_verified_staged_and_recorded_with_every_check(inst: In
 
 def test_a_bundle_encrypted_to_the_license_is_decrypted_with_the_installed_key(inst: Installation) -> None:
     encrypted = inst.kit.root / "corral-1.3.0.bundle.enc"
-    bundle_io.encrypt_file(
+    writer.encrypt_file(
         inst.bundle("1.3.0"),
         encrypted,
         license_id=inst.license.license.license_id,
@@ -604,7 +605,7 @@ def test_a_delta_bundle_is_rebuilt_over_its_base_image_from_the_home(inst: Insta
     assert inst.staged() == []
     bases = inst.site.home / "base-images"
     bases.mkdir()
-    base_sha, _ = bundle_io.file_digest(base.image)
+    base_sha, _ = writer.file_digest(base.image)
     shutil.copy(base.image, bases / f"{base_sha}.tar")
     status = inst.imported(delta)
     assert status.state == "staged"

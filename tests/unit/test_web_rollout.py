@@ -21,7 +21,7 @@ import pytest
 from tests.unit.test_web import Site, bearer, csrf_from, login, make_site
 from updater.config import ServiceConfig
 from updater.domain.states import NodeState, RolloutState
-from updater.services import rollouts
+from updater.services.rollouts import control as rollouts
 from updater.store import queries as q
 from updater.store.db import transaction
 from updater.store.models import Outcome, ReleaseSource

@@ -20,7 +20,9 @@ from updater.domain.errors import MalformedDocument, VerificationError
 from updater.domain.keyring import TrustStore, parse_keyring_payload
 from updater.domain.license import parse_entitlement_key
 from updater.domain.signing import open_envelope
-from updater.services import bundle_io, staging, vendor
+from updater.services.bundles import reader, staging
+from updater.services.vendor import keys as vendor
+from updater.services.vendor import writer
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 3
 
@@ -104,7 +106,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
 # --- bundles ------------------------------------------------------------------------------------------------
 def cmd_build(args: argparse.Namespace) -> int:
     keyring = vendor.VendorDir(args.vendor).keyring.read_bytes() if args.vendor else None
-    manifest = bundle_io.build_bundle(
+    manifest = writer.build_bundle(
         args.out,
         version=args.version,
         channel=args.channel,
@@ -125,11 +127,11 @@ def cmd_build(args: argparse.Namespace) -> int:
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    head = bundle_io.read_head(args.bundle)
+    head = reader.read_head(args.bundle)
     new = vendor.sign_manifest(args.vendor, head.manifest_bytes, now=_now(args), keyids=args.key or None)
     merged = {s.keyid: s for s in head.signatures} | {s.keyid: s for s in new}
     keyring = vendor.VendorDir(args.vendor).keyring.read_bytes() if args.carry_keyring else head.keyring
-    bundle_io.rewrite_head(args.bundle, list(merged.values()), keyring)
+    writer.rewrite_head(args.bundle, list(merged.values()), keyring)
     print(f"signed {args.bundle} with {len(new)} release key(s); {len(merged)} signature(s) in total")
     return EXIT_OK
 
@@ -194,7 +196,7 @@ def _inspect_data(path: Path) -> dict[str, Any]:
         if aead.is_encrypted(prefix):
             header = aead.read_header(handle)
             return {"encrypted": True, "license_id": header.license_id, "chunk_size": header.chunk_size}
-    head = bundle_io.read_head(path)
+    head = reader.read_head(path)
     data: dict[str, Any] = {"encrypted": False, "signatures": [s.keyid for s in head.signatures]}
     try:
         data["manifest"] = json.loads(head.manifest_bytes)
@@ -248,8 +250,8 @@ def cmd_license_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
-    license_id = bundle_io.unverified_license_id(_read(args.license, "license"))
-    bundle_io.encrypt_file(
+    license_id = reader.unverified_license_id(_read(args.license, "license"))
+    writer.encrypt_file(
         args.bundle,
         args.out,
         license_id=license_id,

@@ -2,9 +2,11 @@
 (the operator's side of the Import and Updates pages).
 
 They call the same service functions as the web UI and the API: ``import`` takes the same import lock and runs
-the same verify-and-stage (:mod:`updater.services.imports`), here in this process instead of the worker;
+the same verify-and-stage (:mod:`updater.services.bundles.imports`), here in this process instead of the
+worker;
 ``download`` runs the channel download the Download button hands to the worker
-(:mod:`updater.services.downloads`: the same per-release lock, resume and verification), here in this process.
+(:mod:`updater.services.channel.downloads`: the same per-release lock, resume and verification), here in this
+process.
 """
 
 from __future__ import annotations
@@ -20,7 +22,9 @@ from typing import Any
 from updater.config import ServiceConfig, home_from_env, load_config
 from updater.domain.errors import VerificationError
 from updater.domain.semver import parse_version
-from updater.services import audit, downloads, imports
+from updater.services.accounts import audit
+from updater.services.bundles import imports
+from updater.services.channel import downloads
 from updater.store import queries
 from updater.store.db import make_engine, migrate, session_factory, transaction
 from updater.store.models import DownloadState, Outcome, Release

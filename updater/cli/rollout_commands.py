@@ -1,7 +1,8 @@
 """``corral-updater`` commands for rollouts: `plan`, `apply`, `pause`, `resume`,
 `abort`, `break-lock` (the operator's side of the Rollout page).
 
-They call the same service functions as the web UI and the API (:mod:`updater.services.rollouts`); `apply`
+They call the same service functions as the web UI and the API (:mod:`updater.services.rollouts.control`);
+`apply`
 and `resume` enqueue the Celery task ``corral.rollout`` once their transaction has committed. A refusal is
 audited in a transaction of its own, printed as one line, and exits with code 2.
 """
@@ -20,8 +21,9 @@ from typing import Any, TypeVar
 from sqlalchemy.orm import Session
 
 from updater.config import ServiceConfig, home_from_env, load_config
-from updater.services import audit, rollouts
-from updater.services.rollouts import RolloutConflict, RolloutRefused
+from updater.services.accounts import audit
+from updater.services.rollouts import control as rollouts
+from updater.services.rollouts.control import RolloutConflict, RolloutRefused
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import Outcome
 

@@ -1,6 +1,6 @@
 """``corral-updater self-update install VERSION|status|rollback``: the service's own update, from the host.
 
-They call :mod:`updater.services.self_update`, the same functions the post-rollout hook uses.
+They call :mod:`updater.services.installation.self_update`, the same functions the post-rollout hook uses.
 ``python -m updater.cli.self_update_commands`` runs them on their own (``--home``, ``--version``) until the
 ``corral-updater`` parser registers :func:`add_commands` and :func:`add_version_flag`.
 """
@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from updater.config import HOME_ENV, ConfigError, home_from_env, load_config
-from updater.services import audit
-from updater.services import self_update as service
+from updater.services.accounts import audit
+from updater.services.installation import self_update as service
 from updater.store import queries
 from updater.store.db import StoreError, make_engine, session_factory, transaction
 from updater.store.models import Outcome

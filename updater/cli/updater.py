@@ -38,9 +38,9 @@ from updater.config import (
 from updater.domain.errors import VerificationError
 from updater.domain.keyring import TrustStore
 from updater.domain.license import check_entitlement_key, parse_entitlement_key, verify_license
-from updater.services import audit, auth
-from updater.services.channel_setup import check_channel_root, choose_channel
-from updater.services.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE, build_overview
+from updater.services.accounts import audit, auth
+from updater.services.channel.setup import check_channel_root, choose_channel
+from updater.services.installation.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE, build_overview
 from updater.store import queries
 from updater.store.db import StoreError, current_revision, make_engine, migrate, session_factory, transaction
 from updater.store.models import Role

@@ -1,8 +1,8 @@
 """Bundle trust decisions (pure): the manifest's signatures, the carried keyring, and release policy.
 
-The streaming reader (:mod:`updater.services.bundle_io`) hands this module the exact bytes of the bundle's
-first members and the installation's facts; this module answers with a verified :class:`Manifest` or raises
-the :class:`~updater.domain.errors.VerificationError` naming the failed check.
+The streaming reader (:mod:`updater.services.bundles.reader`) hands this module the exact bytes of the
+bundle's first members and the installation's facts; this module answers with a verified :class:`Manifest` or
+raises the :class:`~updater.domain.errors.VerificationError` naming the failed check.
 
 Member order in a bundle (an uncompressed ustar archive)::
 

@@ -15,7 +15,7 @@ from typing import Any
 from updater.domain.bundle import effective_trust, verify_manifest
 from updater.domain.keyring import TrustStore
 from updater.domain.signing import dump_signature_list
-from updater.services.bundle_io import read_head
+from updater.services.bundles.reader import read_head
 
 
 def release_info(bundle: Path, trust: TrustStore, *, now: datetime) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntit
 from werkzeug.wrappers import Response
 
 from updater.config import ServiceConfig, known_secrets
-from updater.services.auth import LoginThrottle, RedactSecrets, install_redaction
+from updater.services.accounts.auth import LoginThrottle, RedactSecrets, install_redaction
 from updater.store.db import make_engine, require_current_schema, session_factory
 from updater.web.api import api
 from updater.web.context import EXTENSION, WebContext

@@ -11,8 +11,8 @@ from flask import Blueprint, g, jsonify, request
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
-from updater.services import audit, auth
-from updater.services.overview import build_overview
+from updater.services.accounts import audit, auth
+from updater.services.installation.overview import build_overview
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Outcome, Role

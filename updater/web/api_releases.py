@@ -7,7 +7,7 @@ from flask import Blueprint, jsonify, url_for
 from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import NotFound
 
-from updater.services import imports
+from updater.services.bundles import imports
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Role

@@ -9,7 +9,7 @@ from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
-from updater.services.auth import LoginThrottle, RedactSecrets
+from updater.services.accounts.auth import LoginThrottle, RedactSecrets
 from updater.web.queue import TaskQueue
 
 EXTENSION = "corral"

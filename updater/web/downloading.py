@@ -1,6 +1,7 @@
 """The Download button and its API mirror: hand ``corral.download`` to the worker and read its progress.
 
-HTTP only: :mod:`updater.services.downloads` does the download (and audits its outcome); here a request is
+HTTP only: :mod:`updater.services.channel.downloads` does the download (and audits its outcome); here a
+request is
 checked (a known release, not staged yet, not being downloaded) and queued, and a refusal becomes 404/409/503,
 audited like every other refused mutation.
 """
@@ -15,7 +16,8 @@ from werkzeug.exceptions import Conflict, HTTPException, NotFound, ServiceUnavai
 from updater.config import ServiceConfig
 from updater.domain.errors import VerificationError
 from updater.domain.semver import parse_version
-from updater.services import audit, downloads
+from updater.services.accounts import audit
+from updater.services.channel import downloads
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import DownloadState, Outcome

@@ -1,6 +1,6 @@
 """What the Import page and ``POST /api/v1/releases`` share: hand a spooled upload to the import service.
 
-HTTP only: the import itself (lock, checks, staging, records) is :mod:`updater.services.imports`.
+HTTP only: the import itself (lock, checks, staging, records) is :mod:`updater.services.bundles.imports`.
 """
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from flask import g, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import BadRequest, Conflict, HTTPException, ServiceUnavailable
 
-from updater.services import audit, imports
+from updater.services.accounts import audit
+from updater.services.bundles import imports
 from updater.store.models import Outcome
 from updater.tasks_release import TASK_STAGE_UPLOAD
 from updater.web.context import web_context

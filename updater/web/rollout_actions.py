@@ -1,4 +1,5 @@
-"""What the Rollout/Updates pages and the API share: calling :mod:`updater.services.rollouts` from a request.
+"""What the Rollout/Updates pages and the API share: calling :mod:`updater.services.rollouts.control` from a
+request.
 
 HTTP only: the service decides, writes its own audit entry for what it did, and raises for a refusal; here a
 refusal becomes 404/409/422 and is audited in a transaction of its own (the service's was rolled back).
@@ -22,7 +23,8 @@ from werkzeug.exceptions import (
     UnprocessableEntity,
 )
 
-from updater.services import audit, rollouts
+from updater.services.accounts import audit
+from updater.services.rollouts import control as rollouts
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Outcome

@@ -21,7 +21,7 @@ from flask import Flask, abort, g, redirect, request, session, url_for
 from werkzeug.exceptions import Forbidden as HTTPForbidden
 from werkzeug.exceptions import Unauthorized
 
-from updater.services import audit, auth
+from updater.services.accounts import audit, auth
 from updater.store.db import transaction
 from updater.store.models import Outcome, Role, User
 from updater.web.context import web_context

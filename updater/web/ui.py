@@ -10,8 +10,8 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from updater.domain.states import FINAL_ROLLOUT_STATES
-from updater.services import audit, auth
-from updater.services.overview import build_overview
+from updater.services.accounts import audit, auth
+from updater.services.installation.overview import build_overview
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Outcome, Role

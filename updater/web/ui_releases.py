@@ -16,7 +16,8 @@ from werkzeug.exceptions import HTTPException, NotFound, UnprocessableEntity
 
 from updater.domain.errors import VerificationError
 from updater.domain.semver import parse_version
-from updater.services import imports, rollouts
+from updater.services.bundles import imports
+from updater.services.rollouts import control as rollouts
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import ReleaseSource, Role

@@ -13,7 +13,7 @@ from typing import IO, Any
 from flask import Request, request
 from werkzeug.datastructures import FileStorage
 
-from updater.services import imports
+from updater.services.bundles import imports
 from updater.web.context import web_context
 
 SPOOLED = "corral_spooled"

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from updater.services.inventory_loader import InventoryLoadError, ansible_inventory_data
-from updater.services.rollout_cluster import Cluster, run_play
+from updater.services.cluster.access import Cluster, run_play
+from updater.services.cluster.inventory import InventoryLoadError, ansible_inventory_data
 
 S3_USER = "corral"  # roles/ceph defaults, ceph_rgw_users
 CEPH_ROLE = "ceph"

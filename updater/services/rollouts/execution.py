@@ -5,9 +5,9 @@ rollout whose worker died and continues it under the same id.
 through ansible-runner, from the target release's collection. The playbook's first phase (verify, stage,
 install the collection, publish the image) is done here by the same service function its ``release_stage``
 plugin calls
-(``rollout_runner.staged_release``), so the events ansible-runner hands back are those of the per-node
+(``release.staged_release``), so the events ansible-runner hands back are those of the per-node
 procedure itself: they become per-node step state, ``phase_seconds`` and log lines
-(:mod:`updater.services.rollout_events`). ``corral-probe`` runs beside it; its report is stored with the
+(:mod:`updater.services.rollouts.events`). ``corral-probe`` runs beside it; its report is stored with the
 rollout.
 
 **Who runs a rollout** is an ephemeral znode ``rollouts/<id>/owner`` (host, pid, process start time) created
@@ -42,34 +42,32 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig, known_secrets
 from updater.domain.states import FINAL_ROLLOUT_STATES, RolloutState
-from updater.services import auth, self_update
-from updater.services.boot import BootServiceError, open_boot_service
-from updater.services.cluster_lock import ClusterLock, LockError
-from updater.services.probe_credentials import (
+from updater.services.accounts import auth
+from updater.services.cluster.access import Cluster, ClusterAccessError, load_cluster
+from updater.services.cluster.boot import BootServiceError, open_boot_service
+from updater.services.cluster.lock import ClusterLock, LockError
+from updater.services.cluster.zookeeper import zookeeper
+from updater.services.installation import self_update
+from updater.services.rollouts.events import failure_reason, log_lines, step_change
+from updater.services.rollouts.ownership import (
+    RunClaimed,
+    RunOwner,
+    claim_run,
+    drop_run_owner,
+    owner_is_dead_here,
+    process_start,
+    run_owner,
+)
+from updater.services.rollouts.playbook import die_with_parent
+from updater.services.rollouts.probe_credentials import (
     S3_USER,
     ProbeCredentialsError,
     S3Access,
     environment_without_keys,
     s3_access,
 )
-from updater.services.rollout_cluster import Cluster, ClusterAccessError, load_cluster
-from updater.services.rollout_events import failure_reason, log_lines, step_change
-from updater.services.rollout_runner import (
-    RolloutRunnerError,
-    RunClaimed,
-    RunOwner,
-    claim_run,
-    clear_control,
-    die_with_parent,
-    drop_run_owner,
-    finish_rollout,
-    owner_is_dead_here,
-    process_start,
-    read_control,
-    run_owner,
-    staged_release,
-    zookeeper,
-)
+from updater.services.rollouts.records import clear_control, finish_rollout, read_control
+from updater.services.rollouts.release import RolloutRunnerError, staged_release
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Rollout, RolloutStep, utcnow
@@ -187,7 +185,8 @@ class Probe:
 
     ZooKeeper always; the VIP when the rollout rolls the endpoint; S3 through the VIP (PUT/GET of fresh
     objects, reads of objects written before) when it also rolls Ceph, as the RGW user ``corral``
-    (:mod:`updater.services.probe_credentials`). Its keys reach the probe through its environment only and are
+    (:mod:`updater.services.rollouts.probe_credentials`). Its keys reach the probe through its environment
+    only and are
     redacted from the rollout's log. S3 that cannot be set up (keys unreadable, clients failing) leaves the
     probe running without it; the report's ``notes`` say why."""
 

@@ -7,7 +7,7 @@
   what is already there), refuses any byte beyond the length TUF signed, checks length and SHA-256 against the
   TUF target info and only then renames the file to ``<dest>/<name>``.
 * :func:`pull_and_stage` runs the three and hands the file to the bundle verifier and staging
-  (:func:`updater.services.staging.verify_and_stage`, the same checks an air-gapped import runs).
+  (:func:`updater.services.bundles.staging.verify_and_stage`, the same checks an air-gapped import runs).
 
 Every request is signed with the license's derived request key (:mod:`updater.domain.request_auth`) and goes
 over HTTPS to a server whose certificate must chain to the CA file the installation was given.
@@ -38,7 +38,7 @@ from updater.domain.errors import VerificationError
 from updater.domain.keyring import TrustStore
 from updater.domain.license import verify_license
 from updater.domain.semver import Version, parse_version
-from updater.services.staging import StagedRelease, verify_and_stage
+from updater.services.bundles.staging import StagedRelease, verify_and_stage
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` during a download (``bytes_done`` counts a resume)."""

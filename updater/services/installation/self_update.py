@@ -54,8 +54,8 @@ from updater.config import ServiceConfig, known_secrets
 from updater.domain.errors import VerificationError
 from updater.domain.manifest import parse_manifest
 from updater.domain.semver import Version, parse_version
-from updater.services import audit
-from updater.services.staging import StagedRelease
+from updater.services.accounts import audit
+from updater.services.bundles.staging import StagedRelease
 from updater.store.db import current_revision, make_engine
 from updater.store.models import Outcome, Release
 

@@ -3,7 +3,7 @@ and trust it downloads under, and the checks ``corral-updater init`` runs before
 
 Everything comes from files ``init`` put in the home (``trust/``: trust root, keyring, license, entitlement
 key, channel root) and the ``channel_*`` settings of :class:`updater.config.ServiceConfig`. Nothing here
-talks to the network: :mod:`updater.services.channel` does.
+talks to the network: :mod:`updater.services.channel.client` does.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from updater.domain.license import (
     parse_entitlement_key,
     verify_license,
 )
-from updater.services.channel import ChannelError, ChannelSettings
-from updater.services.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE
+from updater.services.channel.client import ChannelError, ChannelSettings
+from updater.services.installation.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE
 
 ENTITLEMENT_KEY_FILE = "entitlement-key"
 

@@ -1,10 +1,12 @@
 """The periodic channel check that beat schedules (``corral.check_channel``).
 
 With an update channel configured (``corral-updater init --channel-url … --channel-ca … --channel-root …``),
-the check refreshes the channel's signed TUF metadata through :class:`updater.services.channel.ChannelClient`
+the check refreshes the channel's signed TUF metadata through
+:class:`updater.services.channel.client.ChannelClient`
 and records every release the channel offers that the store does not know yet: a ``releases`` row (source
 ``pulled``: it comes from the channel) with what the signed metadata says about it, not staged until it is
-downloaded (:mod:`updater.services.downloads`). Releases not newer than the installed one, or dated after the
+downloaded (:mod:`updater.services.channel.downloads`). Releases not newer than the installed one, or dated
+after the
 license's updates-until date (the server would refuse them), are counted but not recorded.
 
 Every run leaves one audit entry: ``ok`` with what was found, or ``failed`` naming what went wrong (channel
@@ -23,9 +25,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from updater.config import ServiceConfig
 from updater.domain.errors import VerificationError
 from updater.domain.semver import parse_version
-from updater.services import audit
-from updater.services.channel import ChannelClient, ChannelError, Release
-from updater.services.channel_setup import ChannelContext, load_channel
+from updater.services.accounts import audit
+from updater.services.channel.client import ChannelClient, ChannelError, Release
+from updater.services.channel.setup import ChannelContext, load_channel
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Outcome, ReleaseSource

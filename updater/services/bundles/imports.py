@@ -10,7 +10,8 @@ The web app, the API and ``corral-updater import`` all go through here:
    (the web thread while it hands over, the worker while it stages) also holds an ``flock`` on it, so a lock
    whose holder died is found stale and taken over instead of blocking imports for ever.
 3. :func:`stage` (the Celery task ``corral.stage_upload``, or the CLI directly) runs the one verifier,
-   :func:`updater.services.staging.verify_and_stage`, and records a ``releases`` row with one check per
+   :func:`updater.services.bundles.staging.verify_and_stage`, and records a ``releases`` row with one check
+   per
    verification check: a passing bundle is staged under ``home/staging/<version>``; a failing one keeps its
    failed check on record (when its manifest names a version) and nothing is staged. Either way the spool
    file is removed and the lock released.
@@ -43,9 +44,10 @@ from updater.domain.keyring import TrustStore
 from updater.domain.license import parse_entitlement_key
 from updater.domain.manifest import parse_manifest
 from updater.domain.tarformat import BLOCK, parse_header
-from updater.services import audit, bundle_io
-from updater.services.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE, load_inventory
-from updater.services.staging import StagedRelease, verify_and_stage
+from updater.services.accounts import audit
+from updater.services.bundles import reader
+from updater.services.bundles.staging import StagedRelease, verify_and_stage
+from updater.services.installation.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE, load_inventory
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Outcome, Release, ReleaseCheck, ReleaseSource
@@ -461,7 +463,7 @@ def _details(staged: StagedRelease, installed: str | None) -> dict[str, str]:
 def _unverified_head(path: Path) -> tuple[str, str, Any] | None:
     """Version, channel, date a plain bundle's (unverified) manifest claims: where a failure is filed."""
     try:
-        manifest = parse_manifest(bundle_io.read_head(path).manifest_bytes)
+        manifest = parse_manifest(reader.read_head(path).manifest_bytes)
     except (VerificationError, OSError):
         return None
     return str(manifest.version), manifest.channel, manifest.release_date

@@ -1,7 +1,7 @@
 """What the update service knows of the cluster it rolls: the inventory, where its ZooKeeper is, and what the
 nodes run and how healthy they are right now.
 
-- The inventory is read through ``ansible-inventory`` (:mod:`updater.services.inventory_loader`), exactly as
+- The inventory is read through ``ansible-inventory`` (:mod:`updater.services.cluster.inventory`), exactly as
   the rolling playbook reads it.
 - ZooKeeper (the authority for the update lock and per-node progress, DESIGN.md §7) is found the way
   ``corral.cloud.rolling_update`` finds it: ``corral_rolling_zookeeper_hosts`` when the inventory sets it,
@@ -25,7 +25,7 @@ import ansible_runner
 
 from updater.config import ServiceConfig
 from updater.domain.inventory import Inventory, InventoryError, inventory_from_ansible
-from updater.services.inventory_loader import InventoryLoadError, ansible_inventory_data
+from updater.services.cluster.inventory import InventoryLoadError, ansible_inventory_data
 
 DEFAULT_ZOOKEEPER_PORT = 2181
 OBSERVE_TIMEOUT_SECONDS = 120

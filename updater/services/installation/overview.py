@@ -1,7 +1,7 @@
 """What the Overview page, ``GET /api/v1/status`` and ``corral-updater status`` show, from what is known.
 
 Sources, in order of authority: the inventory (which nodes exist, where), the cluster's last observation
-(:mod:`updater.services.cluster_view`: each node's release, whether it answers, its role health, and when
+(:mod:`updater.services.cluster.view`: each node's release, whether it answers, its role health, and when
 that was seen), the store (each node's latest rollout step, the installed release), the trust directory (the
 license). Nothing is invented: an unknown value is shown as unknown, and a source that cannot be read is
 reported as a problem.
@@ -23,7 +23,8 @@ from updater.domain.inventory import Inventory, InventoryError, inventory_from_a
 from updater.domain.keyring import TrustStore
 from updater.domain.license import verify_license
 from updater.domain.states import FINAL_ROLLOUT_STATES
-from updater.services import cluster_view, inventory_loader
+from updater.services.cluster import inventory as inventory_loader
+from updater.services.cluster import view as cluster_view
 from updater.store import queries
 
 TRUST_ROOT_FILE = "trust-root.json"

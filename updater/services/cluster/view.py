@@ -1,6 +1,6 @@
 """The cluster as last observed, for the Overview: each node's release, whether it answers, its role health.
 
-Observing is an Ansible play over every node (:func:`updater.services.rollout_cluster.observe`, seconds), far
+Observing is an Ansible play over every node (:func:`updater.services.cluster.access.observe`, seconds), far
 too slow for a page view and a status API that 50 clients poll. So the play runs in the worker — on a beat
 schedule (``cluster_observe_interval_seconds``), at the end of every rollout run — and whenever a plan preview
 runs it anyway; each run is saved here with its time, and the Overview shows the saved one with its age. The
@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from updater.config import ServiceConfig
-from updater.services.rollout_cluster import Observation, load_cluster, observe
+from updater.services.cluster.access import Observation, load_cluster, observe
 
 OBSERVATION_FILE = "cluster-observation.json"
 

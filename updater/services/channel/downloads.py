@@ -4,12 +4,13 @@
 
 * one download per release at a time: an exclusive ``flock`` on ``downloads/<version>.lock`` that the kernel
   releases when the process holding it dies, so a worker killed mid-download never blocks the next one;
-* the bytes come through :class:`updater.services.channel.ChannelClient` (TUF-verified target, signed
+* the bytes come through :class:`updater.services.channel.client.ChannelClient` (TUF-verified target, signed
   requests, ``Range`` resume of ``downloads/<name>.part``), at most ``download_rate_limit_bytes`` per second;
 * progress (bytes done of total, where it resumed from) is written to ``release_downloads`` about twice a
   second, for the web to show; a killed worker leaves it ``running`` (:func:`download_active` tells the
   difference) and the next download takes it over;
-* the downloaded file goes through the one verifier (:func:`updater.services.staging.verify_and_stage`) and is
+* the downloaded file goes through the one verifier
+(:func:`updater.services.bundles.staging.verify_and_stage`) and is
   removed afterwards whatever the outcome; every check's result is recorded on the release
   (``release_checks``), a failure names the check that failed.
 
@@ -35,11 +36,11 @@ from updater.config import ServiceConfig
 from updater.domain.errors import VerificationError
 from updater.domain.inventory import InventoryError
 from updater.domain.semver import parse_version
-from updater.services import audit
-from updater.services.channel import ChannelClient, ChannelError, DownloadIncomplete, Release
-from updater.services.channel_setup import ChannelContext, load_channel
-from updater.services.overview import load_inventory
-from updater.services.staging import StagedRelease, verify_and_stage
+from updater.services.accounts import audit
+from updater.services.bundles.staging import StagedRelease, verify_and_stage
+from updater.services.channel.client import ChannelClient, ChannelError, DownloadIncomplete, Release
+from updater.services.channel.setup import ChannelContext, load_channel
+from updater.services.installation.overview import load_inventory
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import DownloadState, Outcome, ReleaseCheck, ReleaseDownload, utcnow

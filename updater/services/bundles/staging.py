@@ -37,7 +37,7 @@ from updater.domain.errors import (
 from updater.domain.keyring import TrustStore
 from updater.domain.manifest import Manifest, PayloadFile
 from updater.domain.semver import Version, parse_version
-from updater.services.bundle_io import BaseImage, Installation, run_checks
+from updater.services.bundles.reader import BaseImage, Installation, run_checks
 
 _T = TypeVar("_T")
 IMAGE_NAME = "image.tar"

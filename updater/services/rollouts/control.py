@@ -1,7 +1,7 @@
 """Rollouts, the operator's side: preview (plan, preflight, estimate), start, pause, resume, abort, break the
 lock. The web button, the API and ``corral-updater`` call these same functions (``updater/web``,
 ``updater/cli/rollout_commands.py``); the Celery task ``corral.rollout`` runs what :func:`start` enqueues
-(:mod:`updater.services.rollout_execution`).
+(:mod:`updater.services.rollouts.execution`).
 
 Authority (DESIGN.md §7): ZooKeeper holds the cluster update lock, the fencing token, per-node progress and
 the operator's pause/abort request (``rollouts/<id>/control``); the store keeps history and what the pages
@@ -29,25 +29,26 @@ from sqlalchemy.orm import Session
 
 from updater.config import ServiceConfig
 from updater.domain.states import BROKEN_STATES, FINAL_ROLLOUT_STATES, RolloutState
-from updater.services import audit, cluster_view
-from updater.services.cluster_lock import ClusterLock, LockError, LockHolder
-from updater.services.rollout_cluster import (
+from updater.services.accounts import audit
+from updater.services.cluster import view as cluster_view
+from updater.services.cluster.access import (
     Cluster,
     ClusterAccessError,
     Observation,
     load_cluster,
     observe,
 )
-from updater.services.rollout_runner import (
-    RolloutRunnerError,
+from updater.services.cluster.lock import ClusterLock, LockError, LockHolder
+from updater.services.cluster.zookeeper import zookeeper
+from updater.services.rollouts.ownership import run_owner
+from updater.services.rollouts.records import (
     clear_control,
     finish_rollout,
     plan_only,
     read_control,
     request_control,
-    run_owner,
-    zookeeper,
 )
+from updater.services.rollouts.release import RolloutRunnerError
 from updater.store import queries
 from updater.store.models import Release, Rollout, RolloutStep, utcnow
 

@@ -1,0 +1,2 @@
+"""The online update channel: the TUF client, the installation's channel settings, the periodic check,
+downloads."""
