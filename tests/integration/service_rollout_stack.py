@@ -22,10 +22,10 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from updater.config import ServiceConfig, load_config
+from updater.services.jobs import TASK_ROLLOUT
 from updater.store import queries
 from updater.store.db import make_engine, session_factory, transaction
-from updater.tasks import make_celery
-from updater.tasks_rollout import TASK_ROLLOUT
+from updater.tasks.app import make_celery
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = Path(sys.executable).parent

@@ -25,10 +25,11 @@ import requests
 from tests.integration.postgres import PostgresServer
 from tests.integration.redis_server import RedisServer, free_port
 from updater.config import ServiceConfig, load_config
+from updater.services.jobs import TASK_CHECK_CHANNEL, TASK_RECORD_AUDIT
 from updater.store import queries as q
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import AuditEntry, Outcome
-from updater.tasks import CHANNEL_CHECK_ENTRY, TASK_CHECK_CHANNEL, TASK_RECORD_AUDIT, make_celery
+from updater.tasks.app import CHANNEL_CHECK_ENTRY, make_celery
 
 CLI = str(Path(sys.executable).with_name("corral-updater"))
 

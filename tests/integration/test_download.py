@@ -29,11 +29,11 @@ from tests.integration.test_channel_check import make_site, publish, sessions_of
 from updater.config import ServiceConfig
 from updater.services.channel import downloads
 from updater.services.channel.check import check_channel
+from updater.services.jobs import TASK_CHECK_CHANNEL, TASK_DOWNLOAD
 from updater.store import queries as q
 from updater.store.db import transaction
 from updater.store.models import DownloadState, Outcome, ReleaseSource
-from updater.tasks import TASK_CHECK_CHANNEL, make_celery
-from updater.tasks_channel import TASK_DOWNLOAD
+from updater.tasks.app import make_celery
 
 CLI = str(Path(sys.executable).with_name("corral-updater"))
 MIB = 1024 * 1024

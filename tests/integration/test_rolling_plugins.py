@@ -20,9 +20,9 @@ from kazoo.client import KazooClient
 
 from tests.integration.zookeeper import ZooKeeperServer
 from tests.unit import bundle_kit
+from updater.lab.boot_service import LabBootService
 from updater.lab.image import pack_canonical, sha256_file
 from updater.lab.release import Release
-from updater.services.cluster.boot import LabBootService
 from updater.services.cluster.lock import ClusterLock
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -30,7 +30,7 @@ from updater.services.installation import self_update as su
 from updater.store import queries as q
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import Outcome, ReleaseSource
-from updater.tasks import make_celery
+from updater.tasks.app import make_celery
 
 CLI = str(Path(sys.executable).with_name("corral-updater"))
 

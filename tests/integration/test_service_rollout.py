@@ -23,12 +23,13 @@ from updater.domain.placement import NodeLocation
 from updater.domain.states import RolloutState
 from updater.services.cluster.lock import ClusterLock, StaleToken
 from updater.services.installation.overview import build_overview
+from updater.services.jobs import TASK_OBSERVE_CLUSTER, TASK_ROLLOUT
 from updater.services.rollouts import control as rollouts
 from updater.services.rollouts.ownership import RunOwner, claim_run, process_start, run_owner
 from updater.services.rollouts.records import apply_control, plan_and_begin, read_control, request_control
 from updater.store import queries
 from updater.store.models import ReleaseSource
-from updater.tasks_rollout import OBSERVE_ENTRY, TASK_OBSERVE_CLUSTER, TASK_ROLLOUT
+from updater.tasks.rollout import OBSERVE_ENTRY
 
 VERSION = "0.2.0"
 NODES = ("node1", "node2", "node3")

@@ -25,11 +25,11 @@ from tests.integration.zookeeper import ZooKeeperServer
 from tests.unit.test_web import Site, bearer, csrf_from, login, make_site
 from updater.domain.states import RolloutState
 from updater.services.cluster.lock import ClusterLock
+from updater.services.jobs import QUEUE
 from updater.services.rollouts.records import read_control
 from updater.store import queries as q
 from updater.store.db import transaction
 from updater.store.models import Outcome, ReleaseSource
-from updater.tasks import QUEUE
 
 
 @dataclass

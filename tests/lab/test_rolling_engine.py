@@ -30,8 +30,9 @@ from kazoo.client import KazooClient
 from tests.integration.zookeeper import ZooKeeperServer
 from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env, build_collection
 from tests.unit import bundle_kit
+from updater.lab.boot_service import LabBootService
 from updater.lab.lab import Lab
-from updater.services.cluster.boot import FENCE_DIR, LabBootService, StaleBootToken
+from updater.services.cluster.boot import FENCE_DIR, StaleBootToken
 from updater.services.cluster.lock import ClusterLock, StaleToken
 
 V1, V2 = "0.1.0", "0.2.0"

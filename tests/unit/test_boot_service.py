@@ -11,13 +11,13 @@ from pathlib import Path
 import pytest
 
 from updater.lab import bootptr, hooks
+from updater.lab.boot_service import LabBootService
 from updater.lab.image import ImageStore, pack_canonical, sha256_file
 from updater.lab.release import Release
 from updater.services.cluster.boot import (
     FENCE_DIR,
     FENCE_FILE,
     BootServiceError,
-    LabBootService,
     StaleBootToken,
     open_boot_service,
 )

@@ -18,13 +18,13 @@ import pytest
 from tests.unit.bundle_kit import IssuedLicense, Kit, issue, make_kit
 from updater.cli.updater import main
 from updater.config import ConfigError, ServiceConfig, load_config
+from updater.https.certificates import self_signed
 from updater.server.cli import main as server_main
 from updater.services.channel.check import check_channel
 from updater.services.channel.setup import ChannelSetupError, load_channel
 from updater.store import queries as q
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import Outcome
-from updater.web.tls import self_signed
 
 
 class Vendor:

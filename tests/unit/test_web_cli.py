@@ -16,10 +16,10 @@ from cryptography import x509
 
 from updater.cli.updater import main
 from updater.config import load_config
+from updater.https.certificates import self_signed
 from updater.services.accounts import auth
 from updater.store import queries as q
 from updater.store.db import current_revision, head_revision, make_engine, session_factory, transaction
-from updater.web.tls import self_signed
 
 BUNDLE_TOOL = Path(sys.executable).with_name("corral-bundle")
 

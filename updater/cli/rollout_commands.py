@@ -71,15 +71,14 @@ def _mutate(
 
 
 def _send(config: ServiceConfig, rollout_ids: list[str]) -> None:
-    from updater.tasks import make_celery  # noqa: PLC0415 (Celery only for the commands that enqueue)
-    from updater.tasks_rollout import TASK_ROLLOUT  # noqa: PLC0415
+    from updater.services.jobs import TASK_ROLLOUT, JobQueue  # noqa: PLC0415 (Celery only when enqueuing)
 
-    app = make_celery(config)
+    queue = JobQueue(config)
     try:
         for rollout_id in rollout_ids:
-            app.send_task(TASK_ROLLOUT, args=[rollout_id])
+            queue.send(TASK_ROLLOUT, [rollout_id])
     finally:
-        app.close()
+        queue.close()
 
 
 def _active(db: Session, given: str | None) -> str:

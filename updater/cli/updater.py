@@ -38,16 +38,16 @@ from updater.config import (
 from updater.domain.errors import VerificationError
 from updater.domain.keyring import TrustStore
 from updater.domain.license import check_entitlement_key, parse_entitlement_key, verify_license
+from updater.https.certificates import CertificateError, check_pair, self_signed
 from updater.services.accounts import audit, auth
 from updater.services.channel.setup import check_channel_root, choose_channel
 from updater.services.installation.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE, build_overview
 from updater.store import queries
 from updater.store.db import StoreError, current_revision, make_engine, migrate, session_factory, transaction
 from updater.store.models import Role
-from updater.tasks import run_beat, run_worker
+from updater.tasks.app import run_beat, run_worker
+from updater.views.json_views import rollout_json
 from updater.web import create_app
-from updater.web.api import rollout_json
-from updater.web.tls import CertificateError, check_pair, self_signed
 from updater.web.wsgi import serve
 
 ENTITLEMENT_KEY_FILE = "entitlement-key"

@@ -2,14 +2,14 @@
 
 One worker process with threads: the replay cache lives in that process's memory, so a second worker would
 accept a request the first one has already seen. Scale out behind a load balancer with a shared cache first.
-The launcher itself is shared with the update service's web app (:mod:`updater.tlsserve`).
+The launcher itself is shared with the update service's web app (:mod:`updater.https.server`).
 """
 
 from __future__ import annotations
 
 from flask import Flask
 
-from updater import tlsserve
+from updater.https import server as tlsserve
 
 
 def serve(app: Flask, *, host: str, port: int, cert: str, key: str, threads: int = 8) -> None:

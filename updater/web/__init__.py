@@ -16,10 +16,10 @@ from werkzeug.wrappers import Response
 
 from updater.config import ServiceConfig, known_secrets
 from updater.services.accounts.auth import LoginThrottle, RedactSecrets, install_redaction
+from updater.services.jobs import JobQueue
 from updater.store.db import make_engine, require_current_schema, session_factory
 from updater.web.api import api
 from updater.web.context import EXTENSION, WebContext
-from updater.web.queue import TaskQueue
 from updater.web.security import csrf_token, unguarded_views
 from updater.web.ui import ui
 from updater.web.uploads import SpoolingRequest, remove_unclaimed_uploads
@@ -115,7 +115,7 @@ def create_app(config: ServiceConfig, *, engine: sa.Engine | None = None, check_
         sessions=session_factory(engine),
         throttle=LoginThrottle(config.login_max_failures, float(config.login_lockout_seconds)),
         redactor=redactor,
-        queue=TaskQueue(config),
+        queue=JobQueue(config),
     )
     app.request_class = SpoolingRequest
     app.teardown_request(remove_unclaimed_uploads)

@@ -16,10 +16,10 @@ from updater.services.installation.overview import build_overview
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Outcome, Role
+from updater.views.json_views import audit_json, release_json, rollout_json, user_json
 from updater.web.api_releases import releases_api
 from updater.web.api_rollouts import rollouts_api
 from updater.web.context import web_context
-from updater.web.json_views import audit_json, release_json, rollout_json, user_json
 from updater.web.openapi import openapi_document
 from updater.web.params import int_arg
 from updater.web.security import load_token_user, public, requires
@@ -28,7 +28,7 @@ api = Blueprint("api", __name__, url_prefix="/api/v1")
 api.register_blueprint(releases_api)
 api.register_blueprint(rollouts_api)
 
-__all__ = ["api", "audit_json", "release_json", "rollout_json", "user_json"]
+__all__ = ["api"]
 
 
 @api.before_request

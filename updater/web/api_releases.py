@@ -11,10 +11,10 @@ from updater.services.bundles import imports
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Role
+from updater.views.json_views import release_json
 from updater.web import downloading
 from updater.web.context import web_context
 from updater.web.importing import start_import
-from updater.web.json_views import release_json
 from updater.web.security import requires
 
 releases_api = Blueprint("releases", __name__)

@@ -10,9 +10,9 @@ from werkzeug.exceptions import BadRequest
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Role
+from updater.views.json_views import rollout_json
 from updater.web import rollout_actions as actions
 from updater.web.context import web_context
-from updater.web.json_views import rollout_json
 from updater.web.security import requires
 
 rollouts_api = Blueprint("rollouts", __name__)

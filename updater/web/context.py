@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
 from updater.services.accounts.auth import LoginThrottle, RedactSecrets
-from updater.web.queue import TaskQueue
+from updater.services.jobs import JobQueue
 
 EXTENSION = "corral"
 
@@ -22,7 +22,7 @@ class WebContext:
     sessions: sessionmaker[Session]
     throttle: LoginThrottle
     redactor: RedactSecrets
-    queue: TaskQueue  # one Celery app per web app, made on first use
+    queue: JobQueue  # one Celery app per web app, made on first use
 
 
 def web_context() -> WebContext:

@@ -18,12 +18,11 @@ from updater.domain.errors import VerificationError
 from updater.domain.semver import parse_version
 from updater.services.accounts import audit
 from updater.services.channel import downloads
+from updater.services.jobs import TASK_DOWNLOAD, QueueUnavailable
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import DownloadState, Outcome
-from updater.tasks_channel import TASK_DOWNLOAD
 from updater.web.context import web_context
-from updater.web.queue import QueueUnavailable
 from updater.web.rollout_actions import refuse
 
 ACTION = "release.download.request"

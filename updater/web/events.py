@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from updater.domain.states import FINAL_ROLLOUT_STATES
 from updater.store import queries
 from updater.store.db import transaction
-from updater.web.json_views import rollout_json
+from updater.views.json_views import rollout_json
 from updater.web.progress import rollout_progress
 
 BATCH = 500

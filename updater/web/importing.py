@@ -11,10 +11,9 @@ from werkzeug.exceptions import BadRequest, Conflict, HTTPException, ServiceUnav
 
 from updater.services.accounts import audit
 from updater.services.bundles import imports
+from updater.services.jobs import TASK_STAGE_UPLOAD, QueueUnavailable
 from updater.store.models import Outcome
-from updater.tasks_release import TASK_STAGE_UPLOAD
 from updater.web.context import web_context
-from updater.web.queue import QueueUnavailable
 from updater.web.uploads import cut_short_bytes, spooled_path
 
 FIELD = "bundle"

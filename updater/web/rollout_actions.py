@@ -24,6 +24,7 @@ from werkzeug.exceptions import (
 )
 
 from updater.services.accounts import audit
+from updater.services.jobs import TASK_ROLLOUT, QueueUnavailable
 from updater.services.rollouts import control as rollouts
 from updater.store import queries
 from updater.store.db import transaction
@@ -31,11 +32,9 @@ from updater.store.models import Outcome
 from updater.web.context import web_context
 from updater.web.events import HeldStream, StreamSettings, StreamSlots, rollout_events
 from updater.web.params import DB_INT_MAX
-from updater.web.queue import QueueUnavailable
 
 T = TypeVar("T")
 SLOTS = "corral_sse_slots"
-TASK_ROLLOUT = "corral.rollout"  # the rollout task's name (shared contract with updater.tasks_rollout)
 
 
 def refuse(action: str, target: str, error: HTTPException) -> HTTPException:

@@ -1,5 +1,5 @@
 """Serve the web app under gunicorn, HTTPS only (the launcher shared with the update server,
-:mod:`updater.tlsserve`).
+:mod:`updater.https.server`).
 
 One worker process with threads: the login throttle lives in that process's memory (and Server-Sent
 Events hold a thread each), so every request must reach the same process. Uploads are bounded by the app
@@ -12,8 +12,8 @@ from typing import Any
 
 from flask import Flask
 
-from updater import tlsserve
 from updater.config import ServiceConfig
+from updater.https import server as tlsserve
 
 
 def gunicorn_options(config: ServiceConfig, *, bind: str | None = None, threads: int = 16) -> dict[str, Any]:

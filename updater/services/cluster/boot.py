@@ -4,7 +4,8 @@ DESIGN.md §2: a node's software changes only by booting another image, first fo
 (once verified) as its default. Every caller (the ``corral.cloud.boot_pointer`` action, the update
 service) goes through :class:`BootService`; backends differ only in where the pointer lives:
 
-- ``lab``: the lab's boot pointers (``updater.lab.bootptr``), read by each lab node's pre-start hook;
+- ``lab``: the lab's boot pointers, read by each lab node's pre-start hook
+  (``updater.lab.boot_service.LabBootService``, found through the ``corral.boot_backends`` entry point);
 - ``pxe``: network boot of real hardware from the cluster's own boot service. Not built yet (a later
   issue); :func:`open_boot_service` names it and refuses it with that message. docs/update.md says
   where it plugs in.
@@ -22,14 +23,13 @@ import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
+from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from updater.lab import bootptr
-from updater.lab.errors import LabError
-from updater.lab.lab import Lab
-from updater.lab.layout import DEFAULT_ROOT
-
+# Backends are found by name among the installed package's entry points (pyproject.toml), so choosing one is
+# configuration and this module never imports a backend's code (the lab's lives in updater.lab).
+ENTRY_POINT_GROUP = "corral.boot_backends"
 BACKENDS = ("lab", "pxe")
 # Beside the node's boot/ directory, not in it: ImageStore.in_use() reads every file in boot/ as an image id.
 FENCE_DIR = "boot-fence"
@@ -124,74 +124,23 @@ def read_fence(directory: Path) -> int | None:
         ) from None
 
 
-class LabBootService:
-    """The lab backend: the pointers the lab nodes' pre-start hook reads, the lab's shared image store."""
-
-    def __init__(self, lab_name: str, root: Path = DEFAULT_ROOT) -> None:
-        try:
-            self.lab = Lab(lab_name, root)
-            self.lab.config()
-        except LabError as error:
-            raise BootServiceError(f"boot service (lab): {error}") from None
-
-    def _fence_dir(self, node: str) -> Path:
-        try:
-            self.lab.node(node)
-        except LabError as error:
-            raise BootServiceError(f"boot service (lab {self.lab.name}): {error}") from None
-        return self.lab.layout.node_dir(node) / FENCE_DIR
-
-    def _image(self, image_id: str) -> None:
-        try:
-            self.lab.images.get(image_id)
-        except LabError as error:
-            raise BootServiceError(
-                f"boot service (lab {self.lab.name}): {error}; publish it first (stage the release)"
-            ) from None
-
-    def publish_image(self, artifact: Path, image_id: str) -> str:
-        if not artifact.is_file():
-            raise BootServiceError(f"cannot publish {artifact}: no such file")
-        try:
-            return self.lab.images.import_artifact(artifact, expected_id=image_id).id
-        except LabError as error:
-            raise BootServiceError(f"cannot publish the node image: {error}") from None
-
-    def boot_once(self, node: str, image_id: str | None, token: int) -> NodeBootState:
-        directory = self._fence_dir(node)
-        if image_id is not None:
-            self._image(image_id)
-        with fenced(directory, node, token):
-            bootptr.set_next(self.lab.layout, node, image_id)
-        return self.state(node)
-
-    def make_default(self, node: str, image_id: str, token: int) -> NodeBootState:
-        directory = self._fence_dir(node)
-        self._image(image_id)
-        with fenced(directory, node, token):
-            bootptr.set_default(self.lab.layout, node, image_id)
-            bootptr.set_next(self.lab.layout, node, None)
-        return self.state(node)
-
-    def state(self, node: str) -> NodeBootState:
-        directory = self._fence_dir(node)
-        pointer = bootptr.read(self.lab.layout, node)
-        return NodeBootState(
-            node, pointer.default or None, pointer.next, pointer.current, read_fence(directory)
-        )
-
-
-def open_boot_service(backend: str, *, lab: str | None = None, lab_root: Path = DEFAULT_ROOT) -> BootService:
+def open_boot_service(backend: str, *, lab: str | None = None, lab_root: Path | None = None) -> BootService:
     """The boot service of this cluster: ``lab`` (needs the lab's name) or, later, ``pxe``."""
-    if backend == "lab":
-        if not lab:
-            raise BootServiceError(
-                "the lab boot service needs the lab's name (inventory variable corral_lab)"
-            )
-        return LabBootService(lab, lab_root)
     if backend == "pxe":
         raise BootServiceError(
             "the pxe boot service (network boot of real hardware) is not available yet: it comes with a "
             "later issue (docs/update.md, 'Boot service'); on a lab cluster use backend 'lab'"
         )
-    raise BootServiceError(f"unknown boot service backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend not in BACKENDS:
+        raise BootServiceError(f"unknown boot service backend {backend!r}: use one of {', '.join(BACKENDS)}")
+    if backend == "lab" and not lab:
+        raise BootServiceError("the lab boot service needs the lab's name (inventory variable corral_lab)")
+    found = entry_points(group=ENTRY_POINT_GROUP, name=backend)
+    if not found:
+        raise BootServiceError(
+            f"the {backend} boot service is not installed (no {ENTRY_POINT_GROUP!r} entry point named "
+            f"{backend!r}): reinstall the corral-updater package"
+        )
+    factory: Any = next(iter(found)).load()
+    service: BootService = factory(lab=lab, lab_root=lab_root)
+    return service

@@ -1,6 +1,6 @@
 """Channel tasks: download a release from the update channel (resumable, with progress) and stage it.
 
-Thin adapters: each task only calls service functions (see :mod:`updater.tasks` for the app and its rules).
+Thin adapters: each task only calls service functions (:mod:`updater.tasks.app` has the app and its rules).
 A worker killed mid-download leaves the partial file and its progress record; the next ``corral.download``
 of that release (sent again by whoever asked for it; never a Celery redelivery) resumes the file.
 """
@@ -15,8 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
 from updater.services.channel import downloads
-
-TASK_DOWNLOAD = "corral.download"
+from updater.services.jobs import TASK_DOWNLOAD
 
 
 def register(app: Celery, config: ServiceConfig, sessions: Callable[[], sessionmaker[Session]]) -> None:

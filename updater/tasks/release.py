@@ -1,6 +1,6 @@
 """Release tasks: verify and stage an uploaded (imported) bundle.
 
-Thin adapters: each task only calls service functions (see :mod:`updater.tasks` for the app and its rules).
+Thin adapters: each task only calls service functions (:mod:`updater.tasks.app` has the app and its rules).
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
 from updater.services.bundles import imports
-
-TASK_STAGE_UPLOAD = "corral.stage_upload"
+from updater.services.jobs import TASK_STAGE_UPLOAD
 
 
 def register(app: Celery, config: ServiceConfig, sessions: Callable[[], sessionmaker[Session]]) -> None:

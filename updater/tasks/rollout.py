@@ -1,15 +1,17 @@
 """The rollout task: walks the plan with ansible-runner; resumes an interrupted rollout from saved state.
 
-Thin adapters: each task only calls service functions (see :mod:`updater.tasks` for the app and its rules).
+Thin adapters: each task only calls service functions (:mod:`updater.tasks.app` has the app and its rules).
 
-- ``corral.rollout`` (one positional argument, the rollout id) runs :func:`rollout_execution.run`.
+- ``corral.rollout`` (one positional argument, the rollout id) runs
+  :func:`updater.services.rollouts.execution.run`.
 - ``corral.recover_rollouts`` enqueues every rollout the store shows running whose process is gone
-  (:func:`rollout_execution.recover`); it is sent when a worker is ready and scheduled by beat every
-  :data:`RECOVERY_INTERVAL_SECONDS`. Recovery comes from persisted state (the store and ZooKeeper), never from
-  Celery redelivery.
-- ``corral.observe_cluster`` observes every node for the Overview (:func:`cluster_view.refresh`); scheduled by
-  beat every ``cluster_observe_interval_seconds``, sent when a worker is ready and after every rollout run, so
-  the Overview shows the nodes' release and health from the start and as soon as a rollout ends.
+  (:func:`updater.services.rollouts.execution.recover`); it is sent when a worker is ready and scheduled by
+  beat every :data:`RECOVERY_INTERVAL_SECONDS`. Recovery comes from persisted state (the store and
+  ZooKeeper), never from Celery redelivery.
+- ``corral.observe_cluster`` observes every node for the Overview
+  (:func:`updater.services.cluster.view.refresh`); scheduled by beat every
+  ``cluster_observe_interval_seconds``, sent when a worker is ready and after every rollout run, so the
+  Overview shows the nodes' release and health from the start and as soon as a rollout ends.
 """
 
 from __future__ import annotations
@@ -25,13 +27,11 @@ from sqlalchemy.orm import Session, sessionmaker
 from updater.config import ServiceConfig
 from updater.services.cluster import view as cluster_view
 from updater.services.cluster.access import ClusterAccessError
+from updater.services.jobs import TASK_OBSERVE_CLUSTER, TASK_RECOVER_ROLLOUTS, TASK_ROLLOUT
 from updater.services.rollouts import execution as rollout_execution
 
-TASK_ROLLOUT = "corral.rollout"
-TASK_RECOVER_ROLLOUTS = "corral.recover_rollouts"
 RECOVERY_ENTRY = "recover-rollouts"
 RECOVERY_INTERVAL_SECONDS = 60
-TASK_OBSERVE_CLUSTER = "corral.observe_cluster"
 OBSERVE_ENTRY = "observe-cluster"
 
 

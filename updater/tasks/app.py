@@ -18,16 +18,14 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger
 from sqlalchemy.orm import Session, sessionmaker
 
-from updater import tasks_channel, tasks_release, tasks_rollout
 from updater.config import ServiceConfig, known_secrets
 from updater.services.accounts import audit, auth
 from updater.services.channel import check as channel_check
+from updater.services.jobs import QUEUE, TASK_CHECK_CHANNEL, TASK_RECORD_AUDIT, celery_app
 from updater.store.db import make_engine, session_factory
 from updater.store.models import Outcome
+from updater.tasks import channel, release, rollout
 
-QUEUE = "corral"
-TASK_RECORD_AUDIT = "corral.record_audit"
-TASK_CHECK_CHANNEL = "corral.check_channel"
 CHANNEL_CHECK_ENTRY = "check-channel"
 
 _redactor = auth.RedactSecrets()
@@ -65,23 +63,10 @@ def beat_schedule(config: ServiceConfig) -> dict[str, dict[str, Any]]:
 
 
 def make_celery(config: ServiceConfig) -> Celery:
-    app = Celery("corral_updater", broker=config.redis_url, backend=config.redis_url, set_as_current=False)
-    app.conf.update(
-        task_serializer="json",
-        result_serializer="json",
-        accept_content=["json"],
-        task_default_queue=QUEUE,
-        task_acks_late=False,
-        task_reject_on_worker_lost=False,
-        worker_prefetch_multiplier=1,
-        broker_connection_retry_on_startup=True,
-        result_expires=24 * 3600,
-        timezone="UTC",
-        enable_utc=True,
-        beat_schedule=beat_schedule(config),
-        beat_schedule_filename=str(config.home / "celerybeat-schedule"),
-        worker_redirect_stdouts=False,
-    )
+    """The worker's app: the shared settings (:func:`updater.services.jobs.celery_settings`), the beat
+    schedule and every task."""
+    app = celery_app(config)
+    app.conf.beat_schedule = beat_schedule(config)
     for value in known_secrets(config):
         _redactor.add(value)
     _register_tasks(app, config)
@@ -108,9 +93,9 @@ def _register_tasks(app: Celery, config: ServiceConfig) -> None:
 
     app.task(name=TASK_RECORD_AUDIT)(record_audit)
     app.task(name=TASK_CHECK_CHANNEL)(check_channel)
-    tasks_channel.register(app, config, database.sessions_factory)
-    tasks_release.register(app, config, database.sessions_factory)
-    tasks_rollout.register(app, config, database.sessions_factory)
+    channel.register(app, config, database.sessions_factory)
+    release.register(app, config, database.sessions_factory)
+    rollout.register(app, config, database.sessions_factory)
 
 
 def _redact_celery_logs(logger: logging.Logger, *_args: Any, **_kwargs: Any) -> None:
