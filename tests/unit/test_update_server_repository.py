@@ -152,3 +152,14 @@ def test_the_root_names_one_ed25519_key_per_role_with_consistent_snapshots(repo:
     assert sorted(root["roles"]) == ["root", "snapshot", "targets", "timestamp"]
     assert {key["keytype"] for key in root["keys"].values()} == {"ed25519"}
     assert len(root["keys"]) == 4
+
+
+def test_the_update_server_answers_a_wrong_method_with_405_and_its_allow_header(tmp_path: Path) -> None:
+    from updater.server.app import create_app
+    from updater.server.config import ServerHome
+
+    app = create_app(ServerHome(path=tmp_path, channels=(), expiry=ExpiryPolicy()))
+    response = app.test_client().post("/v1/health")
+    assert response.status_code == 405
+    assert response.get_json()["reason"] == "method-not-allowed"
+    assert set(response.headers["Allow"].split(", ")) >= {"GET", "HEAD"}

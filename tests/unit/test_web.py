@@ -744,3 +744,23 @@ def test_an_id_beyond_what_the_database_holds_is_a_bad_request_not_a_crash(site:
         response = client.get(url, headers=bearer(site.operator_token))
         assert response.status_code == 400, (url, response.get_data(as_text=True))
         assert "must be a whole number" in response.get_data(as_text=True)
+
+
+def test_a_405_names_the_methods_allowed_in_its_allow_header(site: Site) -> None:
+    client = site.client()
+    api = client.delete("/api/v1/users", headers=bearer(site.operator_token))
+    assert api.status_code == 405
+    assert set(api.headers["Allow"].split(", ")) >= {"GET", "POST"}
+    page = client.put("/login")
+    assert page.status_code == 405
+    assert set(page.headers["Allow"].split(", ")) >= {"GET", "POST"}
+
+
+def test_a_throttled_login_says_when_to_retry_in_its_retry_after_header(site: Site) -> None:
+    client = site.client()
+    for _ in range(3):
+        login(client, "olga", "not the password")
+    throttled = login(client, "olga")
+    assert throttled.status_code == 429
+    lockout = site.app.extensions["corral"].config.login_lockout_seconds
+    assert 1 <= int(throttled.headers["Retry-After"]) <= lockout

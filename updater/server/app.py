@@ -22,6 +22,7 @@ from pathlib import Path
 
 from flask import Flask, Response, jsonify, request, send_file
 from tuf.api.metadata import Metadata, Snapshot, Targets, Timestamp  # type: ignore[attr-defined]
+from werkzeug.exceptions import HTTPException
 
 from updater.domain import request_auth
 from updater.domain.keyring import Keyring
@@ -116,8 +117,9 @@ def _register_error_handlers(app: Flask) -> None:
         return jsonify(error="not found", reason="not-found"), 404
 
     @app.errorhandler(405)
-    def not_allowed(_error: Exception) -> tuple[Response, int]:
-        return jsonify(error="method not allowed", reason="method-not-allowed"), 405
+    def not_allowed(error: HTTPException) -> tuple[Response, int, list[tuple[str, str]]]:
+        allow = [(name, value) for name, value in error.get_headers() if name.lower() == "allow"]
+        return jsonify(error="method not allowed", reason="method-not-allowed"), 405, allow
 
 
 def create_app(

@@ -44,13 +44,17 @@ def _is_api(path: str) -> bool:
 def _handle_http_error(error: HTTPException) -> ResponseReturnValue:
     code = error.code or 500
     message = error.description or error.name
+    # The headers the exception carries (a 405's Allow, a 429's Retry-After, a 416's Content-Range) belong
+    # to the answer whatever body it gets; only its own Content-Type is replaced.
+    headers = [(name, value) for name, value in error.get_headers() if name.lower() != "content-type"]
     if _is_api(request.path):
         response = jsonify({"error": {"code": code, "message": message}})
         response.status_code = code
+        response.headers.extend(headers)
         if code == 401:
             response.headers["WWW-Authenticate"] = 'Bearer realm="corral"'
         return response
-    return render_template("error.html", code=code, name=error.name, message=message), code
+    return render_template("error.html", code=code, name=error.name, message=message), code, headers
 
 
 def _handle_too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:

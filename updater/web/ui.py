@@ -3,6 +3,7 @@ service calls and templates; the services are the ones the API and the CLI use t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -80,8 +81,10 @@ def login() -> Any:
             source_ip=request.remote_addr,
             detail=str(error),
         )
-        status = 429 if isinstance(error, auth.Throttled) else 401
-        return render_template("login.html", error=str(error), next=request.form.get("next", "")), status
+        page = render_template("login.html", error=str(error), next=request.form.get("next", ""))
+        if isinstance(error, auth.Throttled):
+            return page, 429, {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
+        return page, 401
     start_session(user)
     return redirect(_safe_next(request.form.get("next")))
 
