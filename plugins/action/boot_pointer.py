@@ -51,7 +51,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 "failed": True,
                 "msg": f"corral.cloud.boot_pointer needs corral-updater: {IMPORT_ERROR}",
             }
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         if args["mode"] != "clear" and not args["image"]:
             return {**result, "failed": True, "msg": f"mode={args['mode']} needs image"}
         try:

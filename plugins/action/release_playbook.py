@@ -44,7 +44,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 "failed": True,
                 "msg": f"corral.cloud.release_playbook needs corral-updater: {IMPORT_ERROR}",
             }
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         log = Path(args["log_dir"]) / f"{args['name']}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.log"
         display.display(f"per-node run: {' '.join(args['argv'])} (log: {log})")
         try:

@@ -52,9 +52,9 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 "failed": True,
                 "msg": f"corral.cloud.release_stage needs corral-updater: {IMPORT_ERROR}",
             }
-        _, args = self.validate_argument_spec(
+        args = self.validate_argument_spec(
             argument_spec=ARGUMENT_SPEC, mutually_exclusive=[["bundle", "release"]]
-        )
+        )[1]
         if not args["bundle"] and not args["release"]:
             return {
                 **result,

@@ -44,7 +44,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 "failed": True,
                 "msg": f"corral.cloud.update_lock needs corral-updater: {IMPORT_ERROR}",
             }
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         state = args["state"]
         needs = {"acquired": ["rollout_id"], "released": ["rollout_id", "token"], "broken": ["token"]}
         missing = [name for name in needs.get(state, []) if args[name] is None]

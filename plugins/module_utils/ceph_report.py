@@ -192,7 +192,7 @@ def osd_release_step(versions: dict[str, Any], required: str) -> dict[str, Any]:
             "every OSD runs the new one; finish the rollout (or restart the OSDs still on the old binary) "
             "first"
         )
-    ((major, name),) = majors.items()
+    major, name = next(iter(majors.items()))  # exactly one: several were refused above
     known = {release: number for number, release in RELEASE_NAMES.items()}
     if required not in known:
         raise CephOutputError(

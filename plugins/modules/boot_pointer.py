@@ -59,7 +59,8 @@ options:
     default: 10.0
 notes:
   - In check mode the pointer is only read.
-author: Corral maintainers
+author:
+  - Corral maintainers (@corral)
 """
 
 EXAMPLES = r"""

@@ -49,7 +49,7 @@ notes:
   - Supports check mode; it reads only.
   - Loop devices are considered like disks when offered (the lab's data disks are loop devices).
 author:
-  - Corral maintainers
+  - Corral maintainers (@corral)
 """
 
 EXAMPLES = r"""

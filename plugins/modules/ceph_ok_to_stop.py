@@ -51,7 +51,7 @@ options:
 notes:
   - Supports check mode; it reads only.
 author:
-  - Corral maintainers
+  - Corral maintainers (@corral)
 """
 
 EXAMPLES = r"""

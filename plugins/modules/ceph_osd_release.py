@@ -39,7 +39,7 @@ notes:
   - Run it on one monitor node, once per rollout, after the last node. Supports check mode (reports what it
     would set).
 author:
-  - Corral maintainers
+  - Corral maintainers (@corral)
 """
 
 EXAMPLES = r"""

@@ -46,7 +46,7 @@ notes:
     Corral node).
   - Supports check mode; it reads only.
 author:
-  - Corral maintainers
+  - Corral maintainers (@corral)
 """
 
 EXAMPLES = r"""

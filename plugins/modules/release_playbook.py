@@ -38,7 +38,8 @@ options:
     description: Prefix of the log file's name.
     type: str
     default: rollout
-author: Corral maintainers
+author:
+  - Corral maintainers (@corral)
 """
 
 EXAMPLES = r"""

@@ -57,7 +57,8 @@ options:
     default: /var/lib/corral-lab
 notes:
   - In check mode only the bundle's manifest is read (nothing verified or kept).
-author: Corral maintainers
+author:
+  - Corral maintainers (@corral)
 """
 
 EXAMPLES = r"""

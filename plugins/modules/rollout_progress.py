@@ -91,7 +91,8 @@ options:
     default: 10.0
 notes:
   - In check mode nothing is written; C(begin) only plans.
-author: Corral maintainers
+author:
+  - Corral maintainers (@corral)
 """
 
 EXAMPLES = r"""

@@ -49,7 +49,8 @@ options:
     default: 10.0
 notes:
   - In check mode the lock is only read.
-author: Corral maintainers
+author:
+  - Corral maintainers (@corral)
 """
 
 EXAMPLES = r"""

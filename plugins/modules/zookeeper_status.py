@@ -34,7 +34,7 @@ options:
 notes:
   - Supports check mode; it reads only.
 author:
-  - Corral maintainers
+  - Corral maintainers (@corral)
 """
 
 EXAMPLES = r"""
