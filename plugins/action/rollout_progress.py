@@ -83,7 +83,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 "failed": True,
                 "msg": f"corral.cloud.rollout_progress needs corral-updater: {IMPORT_ERROR}",
             }
-        _, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
+        args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         needs = _NEEDS[args["action"]]
         if self._task.check_mode and args["action"] == "begin":
             needs = tuple(name for name in needs if name != "token")  # check mode only plans
@@ -108,14 +108,14 @@ class ActionModule(ActionBase):  # type: ignore[misc]
         rollout_id, token = args["rollout_id"], args["token"]
         if action == "begin" and check_mode:
             inventory = inventory_from_hostvars(args["nodes"], task_vars.get("hostvars", {}))
-            plan, _ = plan_only(
+            plan = plan_only(
                 lock,
                 rollout_id,
                 inventory,
                 args["target_release"],
                 batch_mode=args["batch_mode"],
                 observed={str(k): str(v) for k, v in args["observed"].items()},
-            )
+            )[0]
             return {"changed": False, "plan": _plan_dict(plan)}
         if action == "begin":
             inventory = inventory_from_hostvars(args["nodes"], task_vars.get("hostvars", {}))
