@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import threading
-import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -29,13 +27,43 @@ from updater.web.events import StreamSettings
 from updater.web.progress import format_seconds, rollout_progress
 
 START = datetime(2026, 11, 21, 9, 0, tzinfo=UTC)
-FAST = StreamSettings(poll_seconds=0.05, heartbeat_seconds=0.2, lifetime_seconds=10.0)
+
+
+class StreamTime:
+    """The event stream's clock and sleep: a sleep moves the clock on at once, then runs the rollout's next
+    scripted step, so what a stream sends and when it ends follow from its settings, not from the load.
+    """
+
+    def __init__(self, *steps: Callable[[], None]) -> None:
+        self.now = 0.0
+        self.sleeps = 0
+        self._steps = list(steps)
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+        self.sleeps += 1
+        if self._steps:
+            self._steps.pop(0)()
+
+    def settings(self, *, lifetime_seconds: float = 4.0, max_streams: int = 8) -> StreamSettings:
+        # Powers of two, so the clock adds up exactly: a heartbeat every 4 polls, the lifetime at the 16th.
+        return StreamSettings(
+            poll_seconds=0.25,
+            heartbeat_seconds=1.0,
+            lifetime_seconds=lifetime_seconds,
+            max_streams=max_streams,
+            clock=self.clock,
+            sleep=self.sleep,
+        )
 
 
 @pytest.fixture
 def site(tmp_path: Path) -> Iterator[Site]:
     made = make_site(tmp_path)
-    made.app.config["CORRAL_SSE"] = FAST
+    made.app.config["CORRAL_SSE"] = StreamTime().settings()
     yield made
     made.app.extensions["corral"].engine.dispose()
 
@@ -79,13 +107,11 @@ def _rollout(
             q.append_log(db, rollout_id, [("node1", "stdout", f"line {i}") for i in range(lines)])
 
 
-def _events(response: Any, *, limit: float = 20.0) -> list[dict[str, Any]]:
+def _events(response: Any) -> list[dict[str, Any]]:
     """Read an event stream to its end: one dict per event (``comment`` for heartbeats)."""
-    deadline = time.monotonic() + limit
     text = ""
     for chunk in response.response:
         text += chunk if isinstance(chunk, str) else chunk.decode()
-        assert time.monotonic() < deadline, "the stream did not end"
     events = []
     for block in text.split("\n\n"):
         if not block:
@@ -112,13 +138,13 @@ def test_events_arrive_in_order_and_the_stream_ends_when_the_rollout_ends(site: 
     _release(site, "1.3.0")
     _rollout(site, "r-live", RolloutState.RUNNING, lines=3)
 
-    def the_rollout_goes_on() -> None:
-        time.sleep(0.3)
+    def node2_drains() -> None:
         with transaction(site.sessions) as db:
             q.append_log(db, "r-live", [("node2", "stdout", "TASK [drain]"), ("node2", "stdout", "ok")])
             step = q.get_rollout(db, "r-live").steps[1]
             step.state, step.started_at = NodeState.DRAINING, START + timedelta(seconds=120)
-        time.sleep(0.3)
+
+    def the_rollout_succeeds() -> None:
         with transaction(site.sessions) as db:
             q.append_log(db, "r-live", [(None, "event", "rollout succeeded")])
             rollout = q.get_rollout(db, "r-live")
@@ -129,21 +155,22 @@ def test_events_arrive_in_order_and_the_stream_ends_when_the_rollout_ends(site: 
             rollout.state, rollout.finished_at = RolloutState.SUCCEEDED, START + timedelta(seconds=210)
             rollout.probe_report = {"failures": 0}
 
+    stream_time = StreamTime(node2_drains, the_rollout_succeeds)
+    site.app.config["CORRAL_SSE"] = stream_time.settings()
     client = site.client()
     login(client, "vera")
-    writer = threading.Thread(target=the_rollout_goes_on)
-    started = time.monotonic()
-    writer.start()
     response = client.get("/rollouts/r-live/events")
     assert response.mimetype == "text/event-stream"
     assert response.headers["Cache-Control"] == "no-store"
     events = _events(response)
-    writer.join()
-    assert time.monotonic() - started < FAST.lifetime_seconds  # ended by the rollout, not by the lifetime
+    # One poll per step of the rollout, then its end: ended by the rollout, long before the stream's lifetime.
+    assert stream_time.sleeps == 2
+    assert stream_time.now < site.app.config["CORRAL_SSE"].lifetime_seconds
     assert events[0] == {"retry": "2000"}
     assert _logs(events) == [0, 1, 2, 3, 4, 5]
     states = [e for e in events if e.get("event") == "state"]
-    assert len(states) >= 2
+    assert len(states) == 3  # as it was, node2 draining, succeeded
+    assert '"state":"draining"' in states[1]["data"]
     assert '"state":"succeeded"' in states[-1]["data"]
     assert '"done":2,"total":2' in states[-1]["data"]
     assert events[-1]["event"] == "end"
@@ -168,15 +195,13 @@ def test_a_reconnect_with_last_event_id_resumes_after_the_last_line_seen(site: S
 def test_an_idle_stream_sends_heartbeats_and_ends_at_its_lifetime(site: Site) -> None:
     _release(site, "1.3.0")
     _rollout(site, "r-idle", RolloutState.RUNNING, lines=1)
-    site.app.config["CORRAL_SSE"] = StreamSettings(
-        poll_seconds=0.05, heartbeat_seconds=0.2, lifetime_seconds=1.0
-    )
+    stream_time = StreamTime()
+    site.app.config["CORRAL_SSE"] = stream_time.settings(lifetime_seconds=4.0)
     client = site.client()
     login(client, "vera")
-    started = time.monotonic()
     events = _events(client.get("/rollouts/r-idle/events"))
-    assert 1.0 <= time.monotonic() - started < 5
-    assert len([e for e in events if e.get("comment") == "heartbeat"]) >= 3
+    assert stream_time.now == 4.0  # the first poll at its lifetime was its last
+    assert len([e for e in events if e.get("comment") == "heartbeat"]) == 4  # one per idle second
     assert not [e for e in events if e.get("event") == "end"]  # the browser reconnects and goes on
     assert _logs(events) == [0]
 
@@ -352,7 +377,7 @@ def test_a_start_guard_whose_process_was_killed_is_free_again(site: Site) -> Non
             "import sys, time\n"
             "from pathlib import Path\n"
             "from updater.config import ServiceConfig\n"
-            "from updater.services import rollouts\n"
+            "from updater.services.rollouts import control as rollouts\n"
             "with rollouts.starting(ServiceConfig(home=Path(sys.argv[1])), 'carol', '1.3.0'):\n"
             "    print('held', flush=True)\n"
             "    time.sleep(60)\n",
@@ -431,15 +456,13 @@ def test_the_lock_reports_why_it_cannot_be_read_and_breaking_it_needs_a_token(si
 def test_past_the_stream_limit_a_viewer_gets_one_pass_and_polls_so_threads_stay_free(site: Site) -> None:
     _release(site, "1.3.0")
     _rollout(site, "r-live", RolloutState.RUNNING, lines=2)
-    site.app.config["CORRAL_SSE"] = StreamSettings(
-        poll_seconds=0.05, heartbeat_seconds=0.2, lifetime_seconds=0.5, max_streams=1
-    )
+    stream_time = StreamTime()
+    site.app.config["CORRAL_SSE"] = stream_time.settings(max_streams=1)
     client = site.client()
     login(client, "vera")
     held = client.get("/rollouts/r-live/events")  # takes the only slot until the server closes it
-    started = time.monotonic()
     polling = _events(client.get("/rollouts/r-live/events"))
-    assert time.monotonic() - started < 0.5  # not held: one pass, then closed
+    assert stream_time.sleeps == 0  # not held: one pass, then closed, without waiting for more
     assert polling[0] == {"retry": "1000"}
     assert _logs(polling) == [0, 1]
     assert _events(held)[0] == {"retry": "2000"}

@@ -12,7 +12,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -35,6 +35,10 @@ class StreamSettings:
     # Streams held open at once; each holds a gunicorn thread. Past this, a viewer gets what is there now and
     # reconnects after POLLING_RECONNECT_MILLISECONDS (polling), so the pages and the API keep their threads.
     max_streams: int = 8
+    # The stream's time source: the real one, or a test's, so the stream's lifetime and heartbeats can be
+    # checked without racing the wall clock.
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
 
 
 POLLING_RECONNECT_MILLISECONDS = 1000
@@ -91,8 +95,6 @@ def rollout_events(
     after_seq: int,
     settings: StreamSettings,
     once: bool = False,
-    clock: Callable[[], float] = time.monotonic,
-    sleep: Callable[[float], None] = time.sleep,
 ) -> Iterator[str]:
     """The event stream of one (existing) rollout, starting after log line ``after_seq``.
 
@@ -100,6 +102,7 @@ def rollout_events(
     """
     retry = POLLING_RECONNECT_MILLISECONDS if once else RECONNECT_MILLISECONDS
     yield f"retry: {retry}\n\n"
+    clock, sleep = settings.clock, settings.sleep
     started = last_sent = clock()
     last_state: dict[str, Any] | None = None
     while True:
