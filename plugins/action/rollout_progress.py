@@ -116,7 +116,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 batch_mode=args["batch_mode"],
                 observed={str(k): str(v) for k, v in args["observed"].items()},
             )[0]
-            return {"changed": False, "plan": _plan_dict(plan)}
+            return {"changed": False, "plan": plan.to_report()}
         if action == "begin":
             inventory = inventory_from_hostvars(args["nodes"], task_vars.get("hostvars", {}))
             rollout, plan = plan_and_begin(
@@ -128,7 +128,7 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 batch_mode=args["batch_mode"],
                 observed={str(k): str(v) for k, v in args["observed"].items()},
             )
-            return {"changed": True, "plan": _plan_dict(plan), "rollout": rollout.to_dict()}
+            return {"changed": True, "plan": plan.to_report(), "rollout": rollout.to_dict()}
         if action == "resume":
             next_step, state = next_action(
                 lock, rollout_id, args["node"], release=args["release"], boot_id=args["boot_id"]
@@ -164,7 +164,3 @@ class ActionModule(ActionBase):  # type: ignore[misc]
             "rollout": None if record is None else record.to_dict(),
             "progress": progress_dicts(lock, rollout_id),
         }
-
-
-def _plan_dict(plan: Any) -> dict[str, Any]:
-    return {**plan.to_dict(), "node_order": list(plan.node_order()), "lines": plan.describe()}

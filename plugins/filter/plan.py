@@ -53,7 +53,7 @@ def rolling_plan_filter(
         )
     except (InventoryError, PlanError, StateError) as error:
         raise AnsibleFilterError(f"corral.cloud.rolling_plan: {error}") from error
-    return {**plan.to_dict(), "node_order": list(plan.node_order()), "lines": plan.describe()}
+    return plan.to_report()
 
 
 class FilterModule:

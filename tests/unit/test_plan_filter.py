@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from updater.domain.inventory import inventory_from_hostvars
+from updater.domain.plan import plan_rollout
+
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
@@ -106,3 +109,14 @@ def test_an_unknown_batch_mode_fails_the_task(tmp_path: Path) -> None:
     code, _, output = run_plan(tmp_path, RACKED, corral_rolling_batch="all")
     assert code != 0
     assert "corral_rolling_batch must be 'node' or 'domain', got 'all'" in output
+
+
+def test_the_filter_answers_the_planners_report(tmp_path: Path) -> None:
+    """The filter, the rollout_progress action and the update service hand on one form: Plan.to_report()."""
+    code, plan, output = run_plan(tmp_path, RACKED, corral_rolling_batch="domain")
+    assert code == 0, output
+    racks = {f"n{i}": {"corral_rack": f"r{(i - 1) // 3 + 1}"} for i in range(1, 10)}
+    inventory = inventory_from_hostvars(list(racks), racks)
+    assert plan == plan_rollout(inventory, "v2", batch_mode="domain").to_report()
+    assert plan is not None
+    assert plan["lines"][0].startswith("1. quorum: n1")

@@ -103,6 +103,13 @@ class Plan:
             "notes": list(self.notes),
         }
 
+    def to_report(self) -> dict[str, Any]:
+        """The plan as every caller hands it on (the ``rolling_plan`` filter, check mode and ``begin`` of the
+        ``rollout_progress`` action, the update service's preview): :meth:`to_dict` plus the nodes in order
+        (``node_order``) and the plan as text (``lines``). The rollout record keeps only :meth:`to_dict`: the
+        other two follow from it, and a 10,000-node plan must stay small in ZooKeeper."""
+        return {**self.to_dict(), "node_order": list(self.node_order()), "lines": self.describe()}
+
     def describe(self) -> list[str]:
         lines = [f"{index}. {step.describe()}" for index, step in enumerate(self.steps, start=1)]
         if self.skipped:

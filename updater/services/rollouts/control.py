@@ -91,7 +91,7 @@ class PlanPreview:
     lines: list[str]  # the planner's human-readable lines
     estimated_seconds: int
     preflight: list[PreflightCheck]
-    plan: dict[str, Any]  # the planner's plan (Plan.to_dict), recorded with the rollout
+    plan: dict[str, Any]  # the planner's plan (Plan.to_report), recorded with the rollout
 
     @property
     def ready(self) -> bool:
@@ -275,7 +275,7 @@ def _preview(
         lines=plan.describe(),
         estimated_seconds=estimate_seconds(db, len(plan.node_order())),
         preflight=checks,
-        plan={**plan.to_dict(), "node_order": list(plan.node_order()), "lines": plan.describe()},
+        plan=plan.to_report(),
     )
     return preview_, holder
 
