@@ -1,4 +1,5 @@
-"""The corral.cloud.quorum_members filter, run by a real ansible-playbook over an inventory file."""
+"""The corral.cloud.quorum_members and zookeeper_hosts filters, run by a real ansible-playbook over an
+inventory file."""
 
 from __future__ import annotations
 
@@ -7,8 +8,13 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from updater.domain.inventory import inventory_from_ansible
+from updater.services.cluster.access import zookeeper_hosts
+from updater.services.cluster.inventory import ansible_inventory_data
 
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
@@ -20,15 +26,17 @@ PLAYBOOK = """\
   tasks:
     - name: Write them to a file
       ansible.builtin.copy:
-        content: "{{ groups['nodes'] | corral.cloud.quorum_members(hostvars) | to_json }}"
+        content: "{{ groups['nodes'] | corral.cloud.%s(hostvars) | to_json }}"
         dest: "{{ out }}"
         mode: "0644"
 """
 
 
-def run_filter(tmp_path: Path, inventory: str) -> tuple[int, list[str] | None, str]:
+def run_filter(
+    tmp_path: Path, inventory: str, name: str = "quorum_members", *extra: str
+) -> tuple[int, Any, str]:
     (tmp_path / "inventory.yml").write_text(inventory)
-    (tmp_path / "play.yml").write_text(PLAYBOOK)
+    (tmp_path / "play.yml").write_text(PLAYBOOK % name)
     out = tmp_path / "members.json"
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_CACHE_PLUGIN="memory")
     result = subprocess.run(
@@ -44,6 +52,7 @@ def run_filter(tmp_path: Path, inventory: str) -> tuple[int, list[str] | None, s
             f"out={out}",
             "-e",
             f"ansible_python_interpreter={sys.executable}",
+            *extra,
             str(tmp_path / "play.yml"),
         ],
         cwd=REPO,
@@ -134,3 +143,41 @@ nodes:
     )
     assert code != 0
     assert "corral_quorum_members differs between nodes" in output
+
+
+ADDRESSED = """\
+nodes:
+  hosts:
+    node1: {corral_address: 10.0.0.1}
+    node2: {corral_address: 10.0.0.2}
+    node3: {corral_address: 10.0.0.3}
+    node4: {corral_address: 10.0.0.4}
+"""
+
+
+@pytest.mark.parametrize(
+    ("extra", "expected"),
+    [
+        ((), "10.0.0.1:2181,10.0.0.2:2181,10.0.0.3:2181"),
+        (("-e", "corral_rolling_zookeeper_port=2281"), "10.0.0.1:2281,10.0.0.2:2281,10.0.0.3:2281"),
+        (("-e", "corral_rolling_zookeeper_hosts=127.0.0.1:3000"), "127.0.0.1:3000"),
+    ],
+)
+def test_the_playbook_finds_zookeeper_where_the_update_service_finds_it(
+    tmp_path: Path, extra: tuple[str, ...], expected: str
+) -> None:
+    code, hosts, output = run_filter(tmp_path, ADDRESSED, "zookeeper_hosts", *extra)
+    assert code == 0, output
+    assert hosts == expected
+    if not extra:  # the service reads the same inventory file through ansible-inventory
+        data = ansible_inventory_data([tmp_path / "inventory.yml"])
+        assert zookeeper_hosts(data, inventory_from_ansible(data)) == expected
+
+
+def test_zookeeper_hosts_refuses_a_member_without_an_address(tmp_path: Path) -> None:
+    code, hosts, output = run_filter(
+        tmp_path, "nodes:\n  hosts:\n    node1:\n    node2:\n    node3:\n", "zookeeper_hosts"
+    )
+    assert code != 0
+    assert hosts is None
+    assert "every ZooKeeper member needs corral_address" in output

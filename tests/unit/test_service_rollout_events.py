@@ -119,7 +119,7 @@ def test_observe_events_say_which_node_runs_what_and_which_did_not_answer() -> N
     assert observation.unhealthy == {}
     ok = {
         "event": "runner_on_ok",
-        "event_data": {"host": "node3", "task": "Read the node's release", "res": {"stdout": "0.1.0"}},
+        "event_data": {"host": "node3", "task": "Read the node's release", "res": {"release": "0.1.0"}},
     }
     assert observation_from_events(["node3"], [ok]).releases == {"node3": "0.1.0"}
     health = {

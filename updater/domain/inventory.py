@@ -23,6 +23,7 @@ from updater.domain.placement import (
 
 NODES_GROUP = "nodes"
 QUORUM_SERVICES: tuple[str, ...] = ("zookeeper", "ceph_mon")
+DEFAULT_ZOOKEEPER_PORT = 2181
 
 
 class InventoryError(ValueError):
@@ -225,3 +226,31 @@ def inventory_from_ansible(data: Mapping[str, Any]) -> Inventory:
         addresses=addresses,
         cluster_name=next(iter(cluster_names)) if cluster_names else None,
     )
+
+
+def zookeeper_hosts(inventory: Inventory, settings: Mapping[str, Any]) -> str:
+    """``host:port,...`` of the ZooKeeper ensemble that holds the update lock and the rollouts.
+
+    ``settings`` are the nodes' variables (the first node's hostvars): ``corral_rolling_zookeeper_hosts`` when
+    set (an ensemble that is not the cluster's own), else the ZooKeeper quorum members' ``corral_address`` on
+    ``corral_rolling_zookeeper_port`` (2181). The one rule for the update service and, through the
+    ``corral.cloud.zookeeper_hosts`` filter, the rolling playbook.
+    """
+    explicit = settings.get("corral_rolling_zookeeper_hosts")
+    if explicit:
+        return str(explicit)
+    port_setting = settings.get("corral_rolling_zookeeper_port")
+    try:
+        port = int(port_setting) if port_setting not in (None, "") else DEFAULT_ZOOKEEPER_PORT
+    except (TypeError, ValueError):
+        raise InventoryError(
+            f"corral_rolling_zookeeper_port must be a port number, not {port_setting!r}"
+        ) from None
+    members = inventory.quorum.get("zookeeper", ())
+    addresses = [inventory.node(name).address for name in members]
+    if not members or any(address is None for address in addresses):
+        raise InventoryError(
+            "cannot tell where the cluster's ZooKeeper is: every ZooKeeper member needs corral_address in "
+            "the inventory (or set corral_rolling_zookeeper_hosts)"
+        )
+    return ",".join(f"{address}:{port}" for address in addresses)

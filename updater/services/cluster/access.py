@@ -3,12 +3,14 @@ nodes run and how healthy they are right now.
 
 - The inventory is read through ``ansible-inventory`` (:mod:`updater.services.cluster.inventory`), exactly as
   the rolling playbook reads it.
-- ZooKeeper (the authority for the update lock and per-node progress, DESIGN.md §7) is found the way
-  ``corral.cloud.rolling_update`` finds it: ``corral_rolling_zookeeper_hosts`` when the inventory sets it,
+- ZooKeeper (the authority for the update lock and per-node progress, DESIGN.md §7) is found by the rule
+  ``corral.cloud.rolling_update`` uses too (:func:`updater.domain.inventory.zookeeper_hosts`, its
+  ``corral.cloud.zookeeper_hosts`` filter): ``corral_rolling_zookeeper_hosts`` when the inventory sets it,
   else the ZooKeeper quorum members' ``corral_address`` on ``corral_rolling_zookeeper_port`` (2181).
-- :func:`observe` runs one bounded ansible-runner play over every node: it reads ``/etc/corral-release`` and
-  runs the same per-role health checks the per-node procedure runs before each node
-  (``corral.cloud.rolling_node`` ``health.yml`` over ``rolling_node_roles``).
+- :func:`observe` runs one bounded ansible-runner play over every node: it reads ``/etc/corral-release``
+  with ``corral.cloud.node_release``, as the playbook and the per-node procedure do, then takes a quick look
+  (``corral_health_quick``) with the procedure's health step (``corral.cloud.rolling_node`` ``health.yml``,
+  every role of ``rolling_node_roles``).
 """
 
 from __future__ import annotations
@@ -25,11 +27,10 @@ import ansible_runner
 
 from updater.config import ServiceConfig
 from updater.domain.inventory import Inventory, InventoryError, inventory_from_ansible
+from updater.domain.inventory import zookeeper_hosts as domain_zookeeper_hosts
 from updater.services.cluster.inventory import InventoryLoadError, ansible_inventory_data
 
-DEFAULT_ZOOKEEPER_PORT = 2181
 OBSERVE_TIMEOUT_SECONDS = 120
-ZOOKEEPER_SERVICE = "zookeeper"
 ENDPOINT_ROLE = "endpoint"  # the role serving the VIP (corral_vip)
 
 # Read every node's release, then run the health checks of every service role the procedure drains.
@@ -39,22 +40,16 @@ _OBSERVE_PLAY = """\
   gather_facts: false
   tasks:
     - name: Read the node's release
-      ansible.builtin.command:
-        argv: [sh, -c, "sed -n 's/^CORRAL_VERSION=//p' /etc/corral-release"]
-      register: corral_observed_release
-      changed_when: false
-      failed_when: corral_observed_release.rc != 0 or corral_observed_release.stdout | length == 0
+      corral.cloud.node_release:
 
     - name: Check every service role is healthy
       ansible.builtin.include_role:
         name: corral.cloud.rolling_node
         tasks_from: health.yml
       vars:
-        # Say how the cluster is now: one look per check, no waiting for it to heal (the procedure's verify
-        # step waits; a preflight must not pass because it gave up waiting).
-        ceph_health_retries: 1
-        zookeeper_health_retries: 1
-        endpoint_wait_retries: 1
+        # Say how the cluster is now: a quick look per check, no waiting for it to heal (the procedure's
+        # verify step waits; a preflight must not pass because it gave up waiting).
+        corral_health_quick: true
 """
 _RELEASE_TASK = "Read the node's release"
 
@@ -79,20 +74,11 @@ def _hostvars(data: Mapping[str, Any], node: str) -> Mapping[str, Any]:
 
 
 def zookeeper_hosts(data: Mapping[str, Any], inventory: Inventory) -> str:
-    """``host:port,...`` of the ensemble holding the lock, as the playbook computes it."""
-    first = _hostvars(data, inventory.nodes[0].name)
-    explicit = first.get("corral_rolling_zookeeper_hosts")
-    if explicit:
-        return str(explicit)
-    port = int(first.get("corral_rolling_zookeeper_port") or DEFAULT_ZOOKEEPER_PORT)
-    members = inventory.quorum.get(ZOOKEEPER_SERVICE, ())
-    addresses = [inventory.node(name).address for name in members]
-    if not members or any(address is None for address in addresses):
-        raise ClusterAccessError(
-            "cannot tell where the cluster's ZooKeeper is: every ZooKeeper member needs corral_address in "
-            "the inventory (or set corral_rolling_zookeeper_hosts)"
-        )
-    return ",".join(f"{address}:{port}" for address in addresses)
+    """``host:port,...`` of the ensemble holding the lock (the domain's rule, the first node's variables)."""
+    try:
+        return domain_zookeeper_hosts(inventory, _hostvars(data, inventory.nodes[0].name))
+    except InventoryError as error:
+        raise ClusterAccessError(str(error)) from None
 
 
 # ansible-inventory takes about a second: the pages ask for the lock's holder on every view, so a cluster read
@@ -191,7 +177,7 @@ def observation_from_events(
             continue
         kind = event.get("event")
         if kind == "runner_on_ok" and data.get("task") == _RELEASE_TASK:
-            releases[host] = str((data.get("res") or {}).get("stdout", "")).strip()
+            releases[host] = str((data.get("res") or {}).get("release", "")).strip()
         elif kind == "runner_on_unreachable":
             unreachable[host] = _event_message(event)
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
