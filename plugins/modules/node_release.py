@@ -68,7 +68,7 @@ def parse(text: str) -> dict[str, str]:
     fields = {}
     for line in text.splitlines():
         if line.strip() and not line.lstrip().startswith("#") and "=" in line:
-            key, _, value = line.partition("=")
+            key, value = line.split("=", 1)  # "=" is in the line
             fields[key.strip()] = value.strip()
     return fields
 
