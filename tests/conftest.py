@@ -1,10 +1,13 @@
-"""Project-wide pytest policy: a skip must have a reason listed in tests/SKIPS.md."""
+"""Project-wide pytest policy (a skip must have a reason listed in tests/SKIPS.md) and the fixtures several
+tiers share (tests/support/fixtures.py)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
+
+pytest_plugins = ["tests.support.fixtures"]
 
 SKIPS_FILE = Path(__file__).with_name("SKIPS.md")
 

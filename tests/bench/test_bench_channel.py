@@ -20,9 +20,10 @@ from pathlib import Path
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from tests.integration.conftest import UpdateServer, Vendor, free_port, run_cli
+from tests.integration.conftest import UpdateServer, Vendor, run_cli
 from tests.integration.conftest import tls as tls_fixture
 from tests.integration.conftest import vendor as vendor_fixture
+from tests.support.net import free_port
 from updater.services.channel.client import ChannelClient
 
 FULL = os.environ.get("CORRAL_BENCH_SIZE") == "full"

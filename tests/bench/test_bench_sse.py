@@ -17,29 +17,25 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from pathlib import Path
 from typing import cast
 
 import pytest
 import requests
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from tests.support.stats import percentile
+from tests.support.web_service import WebService, running_web
 from updater.config import load_config
 from updater.domain.states import RolloutState
 from updater.store import queries as q
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import ReleaseSource
 
-CLI = str(Path(sys.executable).with_name("corral-updater"))
 FULL = os.environ.get("CORRAL_BENCH_SIZE") == "full"
 VIEWERS = 50
 LINES = 2000 if FULL else 200
@@ -47,62 +43,11 @@ LINES_PER_SECOND = 100 if FULL else 50
 BATCH = 5
 
 
-@dataclass(frozen=True)
-class Service:
-    base: str
-    token: str
-    ca: str
-    home: Path
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cli(home: Path, *args: str) -> str:
-    return subprocess.run(
-        [CLI, "--home", str(home), *args], capture_output=True, text=True, check=True
-    ).stdout
-
-
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("bench-sse")
-    inventory = root / "inventory.json"
-    inventory.write_text(
-        json.dumps({"nodes": {"hosts": ["node1", "node2", "node3"]}, "_meta": {"hostvars": {}}})
-    )
-    home = root / "home"
-    port = _free_port()
-    _cli(home, "init", "--bind", f"127.0.0.1:{port}", "--inventory", str(inventory))
-    token = _cli(home, "token", "create", "admin", "--name", "bench").strip()
-    log = (root / "web.log").open("wb")
-    web = subprocess.Popen(
-        [CLI, "--home", str(home), "web"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if web.poll() is not None:
-                raise AssertionError(f"corral-updater web exited: {(root / 'web.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("corral-updater web did not listen within 60 s") from None
-                time.sleep(0.1)
-        yield Service(f"https://127.0.0.1:{port}", token, str(home / "tls" / "cert.pem"), home)
-    finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        try:
-            web.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(web.pid, signal.SIGKILL)
-            web.wait()
-        log.close()
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebService]:
+    inventory = {"nodes": {"hosts": ["node1", "node2", "node3"]}, "_meta": {"hostvars": {}}}
+    with running_web(tmp_path_factory.mktemp("bench-sse"), inventory) as web:
+        yield web
 
 
 @dataclass
@@ -114,7 +59,7 @@ class Viewer:
     errors: list[str] = field(default_factory=list)
 
 
-def _follow(service: Service, rollout_id: str, viewer: Viewer, start: threading.Barrier) -> None:
+def _follow(service: WebService, rollout_id: str, viewer: Viewer, start: threading.Barrier) -> None:
     """What a browser's EventSource does: read events, reconnect after `retry` with Last-Event-ID."""
     session = requests.Session()
     headers = {"Authorization": f"Bearer {service.token}", "Accept": "text/event-stream"}
@@ -162,7 +107,9 @@ def _follow(service: Service, rollout_id: str, viewer: Viewer, start: threading.
     session.close()
 
 
-def _status_probe(service: Service, stop: threading.Event, latencies: list[float], errors: list[str]) -> None:
+def _status_probe(
+    service: WebService, stop: threading.Event, latencies: list[float], errors: list[str]
+) -> None:
     session = requests.Session()
     while not stop.is_set():
         began = time.perf_counter()
@@ -191,7 +138,7 @@ class Run:
     status_errors: list[str]
 
 
-def _run(service: Service, rollout_id: str) -> Run:
+def _run(service: WebService, rollout_id: str) -> Run:
     engine = make_engine(load_config(service.home).effective_database_url)
     sessions = session_factory(engine)
     with transaction(sessions) as db:
@@ -243,12 +190,7 @@ def _run(service: Service, rollout_id: str) -> Run:
     return Run(viewers, appended, finished_at, status, status_errors)
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def test_bench_sse_with_50_viewers_of_one_rollout(benchmark: BenchmarkFixture, service: Service) -> None:
+def test_bench_sse_with_50_viewers_of_one_rollout(benchmark: BenchmarkFixture, service: WebService) -> None:
     pedantic = cast(Callable[..., Run], benchmark.pedantic)  # pytest-benchmark is untyped
     run = pedantic(_run, args=(service, "bench-sse-1"), rounds=1, iterations=1)
     delays = [
@@ -256,8 +198,8 @@ def test_bench_sse_with_50_viewers_of_one_rollout(benchmark: BenchmarkFixture, s
     ]
     last_end = max(v.ended_at or float("inf") for v in run.viewers) - run.finished_at
     reconnects = sum(v.connections - 1 for v in run.viewers)
-    p50, p99 = _percentile(delays, 0.50) * 1000, _percentile(delays, 0.99) * 1000
-    status_p50, status_p99 = _percentile(run.status, 0.5) * 1000, _percentile(run.status, 0.99) * 1000
+    p50, p99 = percentile(delays, 0.50) * 1000, percentile(delays, 0.99) * 1000
+    status_p50, status_p99 = percentile(run.status, 0.5) * 1000, percentile(run.status, 0.99) * 1000
     print(
         f"\nSSE, {VIEWERS} viewers of one rollout over HTTPS (gunicorn: 1 process x 16 threads, "
         f"at most 8 streams held open, the rest poll), {LINES} lines at {LINES_PER_SECOND}/s: "

@@ -9,86 +9,34 @@ status document, never a time.
 
 from __future__ import annotations
 
-import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import cast
 
 import pytest
 import requests
 from pytest_benchmark.fixture import BenchmarkFixture
 
-CLI = str(Path(sys.executable).with_name("corral-updater"))
+from tests.support.stats import percentile
+from tests.support.web_service import WebService, running_web
+
 FULL = os.environ.get("CORRAL_BENCH_SIZE") == "full"
 CLIENTS = 50
 REQUESTS_PER_CLIENT = 400 if FULL else 40
 NODES = 30
-
-
-@dataclass(frozen=True)
-class Service:
-    base: str
-    token: str
-    ca: str
-    threads: int
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _cli(home: Path, *args: str) -> str:
-    return subprocess.run(
-        [CLI, "--home", str(home), *args], capture_output=True, text=True, check=True
-    ).stdout
+WEB_THREADS = 16  # corral-updater web: one gunicorn process with 16 threads
 
 
 @pytest.fixture(scope="module")
-def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
-    root = tmp_path_factory.mktemp("bench-status")
-    inventory = root / "inventory.json"
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebService]:
     hosts = [f"node{i:02d}" for i in range(1, NODES + 1)]
     hostvars = {h: {"corral_site": "site1", "corral_rack": f"rack{i % 3}"} for i, h in enumerate(hosts)}
-    inventory.write_text(json.dumps({"nodes": {"hosts": hosts}, "_meta": {"hostvars": hostvars}}))
-    home = root / "home"
-    port = _free_port()
-    _cli(home, "init", "--bind", f"127.0.0.1:{port}", "--inventory", str(inventory))
-    token = _cli(home, "token", "create", "admin", "--name", "bench").strip()
-    log = (root / "web.log").open("wb")
-    web = subprocess.Popen(
-        [CLI, "--home", str(home), "web"], stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if web.poll() is not None:
-                raise AssertionError(f"corral-updater web exited: {(root / 'web.log').read_text()[-2000:]}")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise AssertionError("corral-updater web did not listen within 60 s") from None
-                time.sleep(0.1)
-        yield Service(f"https://127.0.0.1:{port}", token, str(home / "tls" / "cert.pem"), threads=16)
-    finally:
-        os.killpg(web.pid, signal.SIGTERM)
-        try:
-            web.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(web.pid, signal.SIGKILL)
-            web.wait()
-        log.close()
+    inventory = {"nodes": {"hosts": hosts}, "_meta": {"hostvars": hostvars}}
+    with running_web(tmp_path_factory.mktemp("bench-status"), inventory) as web:
+        yield web
 
 
 @dataclass
@@ -98,7 +46,7 @@ class Load:
     seconds: float = 0.0
 
 
-def _client(service: Service, load: Load, lock: threading.Lock, start: threading.Barrier) -> None:
+def _client(service: WebService, load: Load, lock: threading.Lock, start: threading.Barrier) -> None:
     session = requests.Session()
     headers = {"Authorization": f"Bearer {service.token}"}
     mine: list[float] = []
@@ -126,7 +74,7 @@ def _client(service: Service, load: Load, lock: threading.Lock, start: threading
         load.errors.extend(problems)
 
 
-def _run_load(service: Service) -> Load:
+def _run_load(service: WebService) -> Load:
     load = Load([], [])
     lock = threading.Lock()
     start = threading.Barrier(CLIENTS + 1)
@@ -144,12 +92,7 @@ def _run_load(service: Service) -> Load:
     return load
 
 
-def _percentile(values: list[float], fraction: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def test_bench_status_with_50_concurrent_clients(benchmark: BenchmarkFixture, service: Service) -> None:
+def test_bench_status_with_50_concurrent_clients(benchmark: BenchmarkFixture, service: WebService) -> None:
     _run_load(service)  # warm-up: TLS sessions, the inventory read, the database pool
     pedantic = cast(Callable[..., Load], benchmark.pedantic)  # pytest-benchmark is untyped
     load = pedantic(_run_load, args=(service,), rounds=1, iterations=1)
@@ -157,9 +100,9 @@ def test_bench_status_with_50_concurrent_clients(benchmark: BenchmarkFixture, se
     assert len(load.latencies) == total
     print(
         f"\nGET /api/v1/status, {CLIENTS} concurrent clients over HTTPS (gunicorn: 1 process x "
-        f"{service.threads} threads), {total} requests, {NODES}-node inventory: "
-        f"p50 {_percentile(load.latencies, 0.50) * 1000:.1f} ms, "
-        f"p99 {_percentile(load.latencies, 0.99) * 1000:.1f} ms, "
+        f"{WEB_THREADS} threads), {total} requests, {NODES}-node inventory: "
+        f"p50 {percentile(load.latencies, 0.50) * 1000:.1f} ms, "
+        f"p99 {percentile(load.latencies, 0.99) * 1000:.1f} ms, "
         f"max {max(load.latencies) * 1000:.1f} ms, "
         f"throughput {total / load.seconds:.0f} req/s, errors {len(load.errors)}"
     )

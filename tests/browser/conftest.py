@@ -28,7 +28,6 @@ import datetime as dt
 import hashlib
 import re
 import shutil
-import socket
 import subprocess
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +45,6 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.integration.redis_server import RedisServer, free_port
 from tests.integration.service_rollout_stack import (
     CLI,
     Service,
@@ -55,8 +53,10 @@ from tests.integration.service_rollout_stack import (
     wait_for,
     write_inventory,
 )
-from tests.integration.zookeeper import ZooKeeperServer
 from tests.lab.conftest import ROOT, LabSession, build_collection, lab
+from tests.support.net import free_port, listening
+from tests.support.redis_server import RedisServer
+from tests.support.zookeeper_server import ZooKeeperServer
 from tests.unit import bundle_kit
 from updater.config import load_config
 
@@ -120,14 +120,6 @@ class Stack:
         return "\n".join(parts)
 
 
-def _listening(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("browser-service")
@@ -162,7 +154,7 @@ def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         web = ServiceProcess([CLI, "--home", str(home), "web"], root / "web.log")
         processes.append(web)
         host, port = service.config.bind.rsplit(":", 1)
-        wait_for(lambda: _listening(host, int(port)) or not web.alive(), 60, "the web service listening")
+        wait_for(lambda: listening(host, int(port)) or not web.alive(), 60, "the web service listening")
         assert web.alive(), web.output()[-3000:]
         service.start_worker()
         yield Stack(root, home, service, password.group(1), f"https://{host}:{port}", web, kit, processes)

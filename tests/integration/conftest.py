@@ -8,7 +8,6 @@ import io
 import ipaddress
 import os
 import signal
-import socket
 import subprocess
 import sys
 import tarfile
@@ -26,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.x509.oid import NameOID
 
+from tests.support.net import free_port
 from updater.domain import license as license_mod
 from updater.domain import signing
 from updater.domain.keyring import TrustStore
@@ -252,12 +252,6 @@ def vendor(tmp_path_factory: pytest.TempPathFactory) -> Vendor:
 
 
 # --- the server process
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def run_cli(home: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
         [*SERVER_CLI, "--home", str(home), *args], capture_output=True, text=True, cwd=REPO, check=False

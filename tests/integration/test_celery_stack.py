@@ -22,8 +22,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.postgres import PostgresServer
-from tests.integration.redis_server import RedisServer, free_port
+from tests.support.net import free_port
+from tests.support.postgres_server import PostgresServer
+from tests.support.redis_server import RedisServer
 from updater.config import ServiceConfig, load_config
 from updater.services.jobs import TASK_CHECK_CHANNEL, TASK_RECORD_AUDIT
 from updater.store import queries as q
@@ -73,16 +74,6 @@ def wait_for(condition: Callable[[], Any], timeout: float, what: str, process: P
     raise AssertionError(
         f"{what}: not within {timeout} s" + (f"\n{process.output()[-3000:]}" if process else "")
     )
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from kazoo.client import KazooClient
 
-from tests.integration.zookeeper import ZooKeeperServer, four_letter_word
+from tests.support.zookeeper_server import ZooKeeperServer, four_letter_word
 from updater.domain.inventory import build_inventory
 from updater.domain.placement import NodeLocation
 from updater.domain.plan import plan_rollout

@@ -13,7 +13,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,10 +22,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.conftest import Tls, UpdateServer, Vendor
-from tests.integration.postgres import PostgresServer
-from tests.integration.redis_server import RedisServer
 from tests.integration.test_celery_stack import Process, wait_for
 from tests.integration.test_channel_check import make_site, publish, sessions_of
+from tests.support.postgres_server import PostgresServer
+from tests.support.redis_server import RedisServer
 from updater.config import ServiceConfig
 from updater.services.channel import downloads
 from updater.services.channel.check import check_channel
@@ -38,16 +38,6 @@ from updater.tasks.app import make_celery
 CLI = str(Path(sys.executable).with_name("corral-updater"))
 MIB = 1024 * 1024
 RATE = 3 * MIB  # bytes per second: slow enough to stop the worker mid-way on loopback
-
-
-@pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")

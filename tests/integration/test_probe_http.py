@@ -16,13 +16,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.net import free_port
+
 PROBE = Path(sys.executable).with_name("corral-probe")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class HttpServer:

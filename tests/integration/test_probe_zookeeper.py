@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from tests.integration.zookeeper import ZooKeeperServer
+from tests.support.zookeeper_server import ZooKeeperServer
 from updater.probe.clients import ZooKeeperWriter
 from updater.probe.runner import Probe
 

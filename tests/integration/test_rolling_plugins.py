@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
-from tests.integration.zookeeper import ZooKeeperServer
+from tests.support.zookeeper_server import ZooKeeperServer
 from tests.unit import bundle_kit
 from updater.lab.boot_service import LabBootService
 from updater.lab.image import pack_canonical, sha256_file

@@ -3,27 +3,16 @@ PostgreSQL's transactional DDL (no copy needed), and rollback is refused past wh
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.postgres import PostgresServer
+from tests.support.postgres_server import PostgresServer
 from tests.unit import bundle_kit as kit_
 from tests.unit.test_self_update import BROKEN_MIGRATION, NEW_REVISION, history, make_home, package, revision
 from updater.services.installation import self_update as su
 from updater.store.db import head_revision, make_engine
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 def tables(url: str) -> set[str]:

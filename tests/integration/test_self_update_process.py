@@ -22,7 +22,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.redis_server import RedisServer, free_port
+from tests.support.net import free_port
+from tests.support.redis_server import RedisServer
 from tests.unit import bundle_kit as kit_
 from tests.unit.test_self_update import NEW_REVISION, package
 from updater.config import ServiceConfig, load_config
@@ -173,16 +174,6 @@ def add_history(config: ServiceConfig) -> None:
             )
     finally:
         engine.dispose()
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture

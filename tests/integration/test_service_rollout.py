@@ -15,9 +15,10 @@ from collections.abc import Iterator
 import pytest
 from kazoo.client import KazooClient
 
-from tests.integration.redis_server import RedisServer, free_port
 from tests.integration.service_rollout_stack import CLI, Service, init_service, service_env, write_inventory
-from tests.integration.zookeeper import ZooKeeperServer
+from tests.support.net import free_port
+from tests.support.redis_server import RedisServer
+from tests.support.zookeeper_server import ZooKeeperServer
 from updater.domain.inventory import build_inventory
 from updater.domain.placement import NodeLocation
 from updater.domain.states import RolloutState

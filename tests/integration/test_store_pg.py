@@ -12,22 +12,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from tests.integration.postgres import PostgresServer
+from tests.support.postgres_server import PostgresServer
 from tests.unit.test_store import *  # noqa: F403 - the same specification, run against each backend
 from updater.cli.updater import main
 from updater.config import load_config
 from updater.store.db import make_engine, migrate
 from updater.web import create_app
-
-
-@pytest.fixture(scope="module")
-def postgres() -> Iterator[PostgresServer]:
-    server = PostgresServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -5,17 +5,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from tests.integration.conftest import Tls, UpdateServer, Vendor
-from tests.integration.redis_server import RedisServer
 from tests.integration.test_celery_stack import wait_for
 from tests.integration.test_channel_check import make_site, publish, sessions_of
 from tests.integration.test_download import start_worker
+from tests.support.redis_server import RedisServer
 from tests.unit.test_web import HttpsClient, bearer, csrf_from, login
 from updater.services.accounts import auth
 from updater.services.channel.check import check_channel
@@ -25,16 +23,6 @@ from updater.store.models import Outcome, Role
 from updater.web import create_app
 
 MIB = 1024 * 1024
-
-
-@pytest.fixture
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        server.start()
-        yield server
-    finally:
-        server.stop()
 
 
 def test_the_download_button_stages_the_release_through_the_worker_and_offers_the_update(

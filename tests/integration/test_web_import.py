@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import threading
 import time
@@ -19,8 +18,9 @@ from typing import Any
 import pytest
 import requests
 
-from tests.integration.redis_server import RedisServer, free_port
 from tests.integration.test_celery_stack import CLI, Process, wait_for
+from tests.support.net import free_port, listening
+from tests.support.redis_server import RedisServer
 from tests.unit import bundle_kit as kit_
 from updater.config import ServiceConfig, load_config
 from updater.store import queries as q
@@ -113,14 +113,6 @@ def _inventory(path: Path) -> Path:
     return path
 
 
-def _listening(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("web-import")
@@ -150,7 +142,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         config = load_config(home)
         web = Process([CLI, "--home", str(home), "web"], root / "web.log")
         host, port = config.bind.rsplit(":", 1)
-        wait_for(lambda: _listening(host, int(port)), 60, "web service listening", web)
+        wait_for(lambda: listening(host, int(port)), 60, "web service listening", web)
         made = Stack(root, home, config, kit, token, password.group(1), f"https://{host}:{port}", web)
         yield made
     finally:

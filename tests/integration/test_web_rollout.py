@@ -20,8 +20,8 @@ import pytest
 import redis as redis_client
 from kazoo.client import KazooClient
 
-from tests.integration.redis_server import RedisServer
-from tests.integration.zookeeper import ZooKeeperServer
+from tests.support.redis_server import RedisServer
+from tests.support.zookeeper_server import ZooKeeperServer
 from tests.unit.test_web import Site, bearer, csrf_from, login, make_site
 from updater.domain.states import RolloutState
 from updater.services.cluster.lock import ClusterLock

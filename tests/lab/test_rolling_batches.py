@@ -12,9 +12,9 @@ from datetime import datetime
 
 import pytest
 
-from tests.integration.zookeeper import ZooKeeperServer
 from tests.lab.conftest import LabSession, side_lab
 from tests.lab.test_rolling_engine import V2, Controller, build_controller
+from tests.support.zookeeper_server import ZooKeeperServer
 from updater.lab.image import ImageStore
 from updater.lab.lab import Lab
 

@@ -27,8 +27,8 @@ from typing import Protocol
 import pytest
 from kazoo.client import KazooClient
 
-from tests.integration.zookeeper import ZooKeeperServer
 from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env, build_collection
+from tests.support.zookeeper_server import ZooKeeperServer
 from tests.unit import bundle_kit
 from updater.lab.boot_service import LabBootService
 from updater.lab.lab import Lab

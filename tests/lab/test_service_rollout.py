@@ -25,8 +25,6 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
-from tests.integration.postgres import PostgresServer
-from tests.integration.redis_server import RedisServer
 from tests.integration.service_rollout_stack import (
     Service,
     init_service,
@@ -34,8 +32,10 @@ from tests.integration.service_rollout_stack import (
     wait_for,
     write_inventory,
 )
-from tests.integration.zookeeper import ZooKeeperServer
 from tests.lab.conftest import LabSession, build_collection
+from tests.support.postgres_server import PostgresServer
+from tests.support.redis_server import RedisServer
+from tests.support.zookeeper_server import ZooKeeperServer
 from tests.unit import bundle_kit
 from updater.domain.keyring import TrustStore
 from updater.services.bundles.staging import verify_and_stage

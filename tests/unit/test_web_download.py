@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.redis_server import free_port
+from tests.support.net import free_port
 from tests.unit.test_web import Site, bearer, csrf_from, login, make_site
 from updater.cli.updater import main
 from updater.store import queries as q

@@ -21,7 +21,7 @@ from schemathesis.checks import (
 )
 from schemathesis.core.transport import Response
 
-from tests.integration.redis_server import free_port
+from tests.support.net import free_port
 from tests.unit.test_web import Site, bearer, make_site
 from updater.store import queries as q
 from updater.store.db import transaction

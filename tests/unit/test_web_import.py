@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from tests.integration.redis_server import free_port
+from tests.support.net import free_port
 from tests.unit import bundle_kit as kit_
 from tests.unit.test_web import bearer, csrf_from, login, make_site
 from updater.cli.updater import main

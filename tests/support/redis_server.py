@@ -1,4 +1,5 @@
-"""A real, throw-away Redis server (Debian `redis-server`) on a free loopback port for the integration tier.
+"""A real, throw-away Redis server (Debian `redis-server`) on a free loopback port, for the
+integration, lab and browser tiers.
 
 It keeps nothing on disk (no RDB, no AOF), listens on 127.0.0.1 only, and ``stop()`` removes its directory.
 """
@@ -12,13 +13,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.support.net import free_port
+
 REDIS_SERVER = Path("/usr/bin/redis-server")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class RedisServer:

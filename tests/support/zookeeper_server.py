@@ -17,18 +17,13 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tests.support.net import free_port
+
 ZOOKEEPER_JAR = Path("/usr/share/java/zookeeper.jar")
 # Without a binding slf4j discards every log line; slf4j-simple writes them to stderr (our log file).
 SLF4J_BINDING = Path("/usr/share/java/slf4j-simple.jar")
 JAVA = "/usr/bin/java"
 MAIN_CLASS = "org.apache.zookeeper.server.quorum.QuorumPeerMain"
-
-
-def free_loopback_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def four_letter_word(port: int, word: str, timeout: float = 2.0) -> str:
@@ -48,7 +43,7 @@ class ZooKeeperServer:
         self.data_dir = directory / "data"
         self.config = directory / "zoo.cfg"
         self.log = directory / "zookeeper.log"
-        self.port = free_loopback_port()
+        self.port = free_port()
         self.tick_ms = tick_ms
         self.start_timeout = start_timeout
         self.process: subprocess.Popen[bytes] | None = None

@@ -1,4 +1,4 @@
-"""A real, throw-away PostgreSQL server on loopback for the integration tier.
+"""A real, throw-away PostgreSQL server on loopback, for the integration and lab tiers.
 
 Debian's server binaries (``/usr/lib/postgresql/15/bin``) refuse to run as root, so the cluster directory
 belongs to the ``postgres`` system user and every server command runs through ``runuser``. The server
@@ -11,7 +11,6 @@ import os
 import pwd
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,14 +18,10 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from tests.support.net import free_port
+
 PG_BIN = Path("/usr/lib/postgresql/15/bin")
 SYSTEM_USER = "postgres"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class PostgresServer:
