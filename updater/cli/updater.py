@@ -10,48 +10,27 @@ import argparse
 import getpass
 import json
 import logging
-import os
-import secrets
-import shutil
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from sqlalchemy.orm import Session
 
 from updater.cli import release_commands, rollout_commands, self_update_commands
-from updater.config import (
-    CHANNEL_ROOT_FILE,
-    HOME_ENV,
-    SETTINGS_FILE,
-    ConfigError,
-    ServiceConfig,
-    check_ca_file,
-    home_from_env,
-    known_secrets,
-    load_config,
-    save_settings,
-    write_secret_key,
-)
+from updater.config import HOME_ENV, ConfigError, ServiceConfig, home_from_env, known_secrets, load_config
 from updater.domain.errors import VerificationError
-from updater.domain.keyring import TrustStore
-from updater.domain.license import check_entitlement_key, parse_entitlement_key, verify_license
-from updater.https.certificates import CertificateError, check_pair, self_signed
-from updater.services.accounts import audit, auth
-from updater.services.channel.setup import check_channel_root, choose_channel
-from updater.services.installation.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE, build_overview
+from updater.https.certificates import CertificateError
+from updater.services.accounts import auth, users
+from updater.services.installation import setup
+from updater.services.installation.overview import build_overview
 from updater.store import queries
 from updater.store.db import StoreError, current_revision, make_engine, migrate, session_factory, transaction
-from updater.store.models import Role
 from updater.tasks.app import run_beat, run_worker
 from updater.views.json_views import rollout_json
 from updater.web import create_app
 from updater.web.wsgi import serve
 
-ENTITLEMENT_KEY_FILE = "entitlement-key"
-CHANNEL_CA_FILE = "channel-ca.pem"
+_T = TypeVar("_T")
 
 
 class UsageError(Exception):
@@ -60,6 +39,7 @@ class UsageError(Exception):
 
 REFUSALS: tuple[type[Exception], ...] = (
     UsageError,
+    setup.SetupRefused,
     ConfigError,
     StoreError,
     CertificateError,
@@ -78,220 +58,47 @@ def _config(args: argparse.Namespace) -> ServiceConfig:
     return load_config(home_from_env(args.home))
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-
-
 # --- init ---------------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _TrustFiles:
-    root: bytes
-    keyring: bytes
-    license: bytes | None
-    entitlement_key: str | None
-
-
-def _read(path: str | None, what: str) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return Path(path).read_bytes()
-    except OSError as error:
-        raise UsageError(f"cannot read the {what} {path}: {error.strerror}") from None
-
-
-def _check_trust(args: argparse.Namespace, home: Path) -> _TrustFiles | None:
-    """Verify the keyring and license to import (the bundle verifiers) before anything is written."""
-    root, keyring = _read(args.trust_root, "trust root"), _read(args.keyring, "keyring")
-    lic, key_text = _read(args.license, "license"), _read(args.entitlement_key, "entitlement key")
-    if (root is None) != (keyring is None):
-        raise UsageError("--trust-root and --keyring go together")
-    if (lic is None) != (key_text is None):
-        raise UsageError("--license and --entitlement-key go together")
-    if root is None or keyring is None:
-        if lic is None:
-            return None
-        existing = home / "trust"
-        if not (existing / KEYRING_FILE).exists():
-            raise UsageError(
-                "a license is verified against the vendor keyring: give --trust-root and --keyring too"
-            )
-        root, keyring = (existing / TRUST_ROOT_FILE).read_bytes(), (existing / KEYRING_FILE).read_bytes()
-    now = datetime.now(UTC)
-    store = TrustStore.load(root, keyring, now=now)
-    store.keyring.check_not_expired(now=now)  # load() accepts an expired one so a newer can replace it
-    key = None
-    if lic is not None and key_text is not None:
-        verified = verify_license(lic, store.keyring, now=now)
-        key = key_text.decode("utf-8", "replace").strip()
-        check_entitlement_key(verified, parse_entitlement_key(key))
-    return _TrustFiles(root, keyring, lic, key)
-
-
-@dataclass(frozen=True)
-class _ChannelFiles:
-    name: str
-    root: bytes
-    ca: bytes
-
-
-def _check_channel(args: argparse.Namespace, home: Path, trust: _TrustFiles | None) -> _ChannelFiles | None:
-    """Check the update channel's CA, TUF root and the license's channel before anything is written."""
-    given = (args.channel_url, args.channel_ca, args.channel_root)
-    if not any(given) and not args.channel:
-        return None
-    if not all(given):
-        raise UsageError("--channel-url, --channel-ca and --channel-root go together")
-    ca = check_ca_file(Path(args.channel_ca))
-    root = _read(args.channel_root, "channel root") or b""
-    check_channel_root(root)
-    existing = home / "trust"
-    if trust is not None and trust.license is not None:
-        lic_doc = trust.license
-    elif (existing / LICENSE_FILE).exists() and (existing / ENTITLEMENT_KEY_FILE).exists():
-        lic_doc = (existing / LICENSE_FILE).read_bytes()
-    else:
-        raise UsageError("the update channel is used under a license: give --license and --entitlement-key")
-    now = datetime.now(UTC)
-    if trust is not None:  # the trust being installed now, else the one already in the home
-        root_doc, keyring = trust.root, trust.keyring
-    else:
-        root_doc, keyring = (existing / TRUST_ROOT_FILE).read_bytes(), (existing / KEYRING_FILE).read_bytes()
-    lic = verify_license(lic_doc, TrustStore.load(root_doc, keyring, now=now).keyring, now=now)
-    return _ChannelFiles(choose_channel(lic, args.channel), root, ca)
-
-
-def _certificate(args: argparse.Namespace) -> tuple[bytes, bytes]:
-    if (args.cert is None) != (args.key is None):
-        raise UsageError("--cert and --key go together")
-    if args.cert is not None:
-        cert, key = _read(args.cert, "certificate"), _read(args.key, "key")
-        if cert is None or key is None:
-            raise UsageError("--cert and --key go together")
-        check_pair(cert, key)
-        return cert, key
-    pair = self_signed(args.hostname or [])
-    return pair.cert_pem, pair.key_pem
-
-
-def _settings_from(args: argparse.Namespace, home: Path, channel: _ChannelFiles | None) -> ServiceConfig:
-    return ServiceConfig(
-        home=home,
-        database_url=args.database_url or "",
+def cmd_init(args: argparse.Namespace) -> int:
+    request = setup.SetupRequest(
+        home=home_from_env(args.home),
+        admin=args.admin,
+        force=args.force,
+        database_url=args.database_url,
         redis_url=args.redis_url,
         bind=args.bind,
-        inventory_path=str(Path(args.inventory).absolute()) if args.inventory else "",
-        channel_check_interval_seconds=args.channel_check_interval,
+        inventory=args.inventory,
+        cert=args.cert,
+        key=args.key,
+        hostnames=tuple(args.hostname or ()),
+        trust_root=args.trust_root,
+        keyring=args.keyring,
+        license=args.license,
+        entitlement_key=args.entitlement_key,
+        channel_check_interval=args.channel_check_interval,
+        channel_url=args.channel_url,
+        channel_ca=args.channel_ca,
+        channel_root=args.channel_root,
+        channel=args.channel,
+        download_rate_limit=args.download_rate_limit,
         max_upload_bytes=args.max_upload_bytes,
-        session_lifetime_seconds=args.session_lifetime,
-        channel_url=args.channel_url if channel else "",
-        channel_ca_file=str(home / "trust" / CHANNEL_CA_FILE) if channel else "",
-        channel=channel.name if channel else "",
-        download_rate_limit_bytes=args.download_rate_limit,
-        secret_key=secrets.token_bytes(32),
+        session_lifetime=args.session_lifetime,
     )
-
-
-def _stage_files(
-    stage: Path,
-    config: ServiceConfig,
-    cert: tuple[bytes, bytes],
-    trust: _TrustFiles | None,
-    channel: _ChannelFiles | None,
-) -> None:
-    save_settings(config.with_overrides(home=stage))
-    write_secret_key(stage, config.secret_key)
-    (stage / "tls").mkdir(mode=0o700)
-    (stage / "tls" / "cert.pem").write_bytes(cert[0])
-    _write_private(stage / "tls" / "key.pem", cert[1])
-    if trust is not None:
-        (stage / "trust").mkdir(mode=0o700)
-        (stage / "trust" / TRUST_ROOT_FILE).write_bytes(trust.root)
-        (stage / "trust" / KEYRING_FILE).write_bytes(trust.keyring)
-        if trust.license is not None and trust.entitlement_key is not None:
-            _write_private(stage / "trust" / LICENSE_FILE, trust.license)
-            _write_private(stage / "trust" / ENTITLEMENT_KEY_FILE, trust.entitlement_key.encode() + b"\n")
-    if channel is not None:
-        (stage / "trust").mkdir(mode=0o700, exist_ok=True)
-        (stage / "trust" / CHANNEL_ROOT_FILE).write_bytes(channel.root)
-        (stage / "trust" / CHANNEL_CA_FILE).write_bytes(channel.ca)
-
-
-def _set_up_database(url: str, admin: str, *, force: bool) -> str:
-    """Migrate and create (or, with --force, reset) the admin; returns the admin's new password."""
-    engine = make_engine(url)
-    try:
-        migrate(engine)
-        password = auth.generate_password()
-        with transaction(session_factory(engine)) as db:
-            user = queries.find_user(db, admin)
-            if user is None:
-                auth.create_user(db, admin, password, Role.OPERATOR)
-            elif not force:
-                raise UsageError(
-                    f"the database already has a user {admin!r}; use --force to reset its password"
-                )
-            else:
-                user.password_hash, user.role, user.disabled = (
-                    auth.hash_password(password),
-                    Role.OPERATOR,
-                    False,
-                )
-            audit.record(db, actor=_actor(), action="init", target=admin, detail="admin account set up")
-        return password
-    finally:
-        engine.dispose()
-
-
-def cmd_init(args: argparse.Namespace) -> int:
-    home = home_from_env(args.home)
-    if (home / SETTINGS_FILE).exists() and not args.force:
-        raise UsageError(f"{home} is already set up; use --force to set it up again (history is kept)")
-    auth.validate_username(args.admin)
-    if args.inventory and not Path(args.inventory).exists():
-        raise UsageError(f"inventory {args.inventory} does not exist")
-    trust = _check_trust(args, home)
-    channel = _check_channel(args, home, trust)
-    config = _settings_from(args, home, channel)
-    cert = _certificate(args)
-    home.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{home.name}.init-", dir=home.parent))
-    try:
-        _stage_files(stage, config, cert, trust, channel)
-        existing = home.exists()
-        # A fresh SQLite database is built in the staging directory; an existing one is migrated in place.
-        url = config.database_url or f"sqlite:///{(home if existing else stage) / 'updater.db'}"
-        password = _set_up_database(url, args.admin, force=args.force)
-        if existing:
-            for item in sorted(stage.rglob("*")):
-                target = home / item.relative_to(stage)
-                if item.is_dir():
-                    target.mkdir(mode=0o700, exist_ok=True)
-                else:
-                    os.replace(item, target)
-        else:
-            stage.rename(home)
-            home.chmod(0o700)
-        if not config.database_url:
-            (home / "updater.db").chmod(0o600)  # password and token hashes
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
+    result = setup.set_up(request, actor=_actor())
+    home = result.config.home
     print("update service set up in", home)
-    print(f"  web:      https://{config.bind}/  (corral-updater web --home {home})")
-    print(f"  admin:    {args.admin}")
-    print(f"  password: {password}   (shown once; only its argon2id hash is stored)")
+    print(f"  web:      https://{result.config.bind}/  (corral-updater web --home {home})")
+    print(f"  admin:    {result.admin}")
+    print(f"  password: {result.password}   (shown once; only its argon2id hash is stored)")
     return 0
 
 
 # --- users and tokens ---------------------------------------------------------------------------------------
 
 
-def _with_db(config: ServiceConfig, work: Callable[[Any], int]) -> int:
+def _with_db(config: ServiceConfig, work: Callable[[Session], _T]) -> _T:
     engine = make_engine(config.effective_database_url)
     try:
         migrate(engine)
@@ -302,16 +109,10 @@ def _with_db(config: ServiceConfig, work: Callable[[Any], int]) -> int:
 
 
 def cmd_user_add(args: argparse.Namespace) -> int:
-    role = auth.parse_role(args.role)
-    password = auth.generate_password()
-
-    def work(db: Any) -> int:
-        auth.create_user(db, args.username, password, role)
-        audit.record(db, actor=_actor(), action="user.add", target=args.username, detail=f"role {role}")
-        return 0
-
-    _with_db(_config(args), work)
-    print(f"user {args.username} ({role}) created; password: {password}   (shown once)")
+    added = _with_db(
+        _config(args), lambda db: users.add_user(db, users.Actor(_actor()), args.username, args.role)
+    )
+    print(f"user {args.username} ({added.user.role}) created; password: {added.password}   (shown once)")
     return 0
 
 
@@ -326,30 +127,22 @@ def cmd_user_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_set_disabled(args: argparse.Namespace, disabled: bool) -> int:
-    def work(db: Any) -> int:
-        auth.set_disabled(db, args.username, disabled)
-        action = "user.disable" if disabled else "user.enable"
-        audit.record(db, actor=_actor(), action=action, target=args.username)
-        return 0
-
-    _with_db(_config(args), work)
+    _with_db(
+        _config(args),
+        lambda db: users.set_disabled(db, users.Actor(_actor()), args.username, disabled=disabled),
+    )
     print(f"user {args.username} {'disabled' if disabled else 'enabled'}")
     return 0
 
 
 def cmd_token_create(args: argparse.Namespace) -> int:
-    tokens: list[str] = []
-
-    def work(db: Any) -> int:
-        user = queries.get_user(db, args.username)
-        tokens.append(auth.create_token(db, user, args.name, valid_days=args.days))
-        audit.record(
-            db, actor=_actor(), action="token.create", target=args.username, detail=f"token {args.name}"
-        )
-        return 0
-
-    _with_db(_config(args), work)
-    print(tokens[0])
+    token = _with_db(
+        _config(args),
+        lambda db: users.issue_token(
+            db, users.Actor(_actor()), args.username, args.name, valid_days=args.days
+        ),
+    )
+    print(token)
     print(
         f"(API token {args.name!r} for {args.username}; shown once, only its hash is stored)", file=sys.stderr
     )

@@ -12,6 +12,7 @@ from flask.typing import ResponseReturnValue
 from werkzeug.exceptions import BadRequest, Conflict, NotFound
 
 from updater.services.accounts import audit, auth
+from updater.services.accounts import users as accounts
 from updater.services.installation.overview import build_overview
 from updater.store import queries
 from updater.store.db import transaction
@@ -144,21 +145,11 @@ def users() -> ResponseReturnValue:
 @requires(Role.OPERATOR)
 def add_user() -> ResponseReturnValue:
     data = _body()
-    username, role_text = _text_field(data, "username"), _text_field(data, "role")
-    password = auth.generate_password()
+    username, role = _text_field(data, "username"), _text_field(data, "role")
     try:
-        role = auth.parse_role(role_text)
         with transaction(web_context().sessions) as db:
-            user = auth.create_user(db, username, password, role)
-            audit.record(
-                db,
-                actor=g.user.username,
-                action="user.add",
-                target=username,
-                source_ip=request.remote_addr,
-                detail=f"role {role}",
-            )
-            body = user_json(user)
+            added = accounts.add_user(db, _actor(), username, role)
+            body = user_json(added.user)
     except auth.BadInput as error:
         _refused("user.add", username, error)
         raise BadRequest(str(error)) from None
@@ -166,25 +157,18 @@ def add_user() -> ResponseReturnValue:
         _refused("user.add", username, error)
         raise Conflict(str(error)) from None
     # The generated password is in this answer only; it is stored as an argon2id hash.
-    return jsonify({**body, "password": password}), 201
+    return jsonify({**body, "password": added.password}), 201
 
 
 def _set_disabled(username: str, *, disabled: bool) -> ResponseReturnValue:
-    action = "user.disable" if disabled else "user.enable"
     try:
-        if disabled and username == g.user.username:
-            raise BadRequest("you cannot disable your own account")
         with transaction(web_context().sessions) as db:
-            user = auth.set_disabled(db, username, disabled)
-            audit.record(
-                db, actor=g.user.username, action=action, target=username, source_ip=request.remote_addr
-            )
-            return jsonify(user_json(user))
-    except BadRequest as error:
-        _refused(action, username, error)
-        raise
+            return jsonify(user_json(accounts.set_disabled(db, _actor(), username, disabled=disabled)))
+    except auth.BadInput as error:
+        _refused(accounts.disabled_action(disabled), username, error)
+        raise BadRequest(str(error)) from None
     except queries.NotFound as error:
-        _refused(action, username, error)
+        _refused(accounts.disabled_action(disabled), username, error)
         raise NotFound(str(error)) from None
 
 
@@ -203,20 +187,10 @@ def enable_user(username: str) -> ResponseReturnValue:
 @api.post("/users/<username>/tokens")
 @requires(Role.OPERATOR)
 def create_token(username: str) -> ResponseReturnValue:
-    data = _body()
-    name = _text_field(data, "name")
+    name = _text_field(_body(), "name")
     try:
         with transaction(web_context().sessions) as db:
-            user = queries.get_user(db, username)
-            token = auth.create_token(db, user, name)
-            audit.record(
-                db,
-                actor=g.user.username,
-                action="token.create",
-                target=username,
-                source_ip=request.remote_addr,
-                detail=f"token {name}",
-            )
+            token = accounts.issue_token(db, _actor(), username, name)
     except auth.BadInput as error:
         _refused("token.create", username, error)
         raise BadRequest(str(error)) from None
@@ -224,3 +198,7 @@ def create_token(username: str) -> ResponseReturnValue:
         _refused("token.create", username, error)
         raise NotFound(str(error)) from None
     return jsonify({"username": username, "name": name, "token": token}), 201
+
+
+def _actor() -> accounts.Actor:
+    return accounts.Actor(g.user.username, request.remote_addr)

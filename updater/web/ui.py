@@ -12,6 +12,7 @@ from werkzeug.wrappers import Response
 
 from updater.domain.states import FINAL_ROLLOUT_STATES
 from updater.services.accounts import audit, auth
+from updater.services.accounts import users as accounts
 from updater.services.installation.overview import build_overview
 from updater.store import queries
 from updater.store.db import transaction
@@ -177,23 +178,13 @@ def _refuse(action: str, target: str, message: str) -> Response:
 @requires(Role.OPERATOR)
 def add_user() -> Any:
     username = request.form.get("username", "").strip()
-    password = auth.generate_password()
     try:
-        role = auth.parse_role(request.form.get("role", ""))
         with transaction(web_context().sessions) as db:
-            auth.create_user(db, username, password, role)
-            audit.record(
-                db,
-                actor=g.user.username,
-                action="user.add",
-                target=username,
-                source_ip=request.remote_addr,
-                detail=f"role {role}",
-            )
+            added = accounts.add_user(db, _actor(), username, request.form.get("role", ""))
     except (auth.BadInput, queries.AlreadyExists) as error:
         return _refuse("user.add", username, str(error))
     return render_template(
-        "secret_once.html", title=f"User {username} created", label="Password", secret=password
+        "secret_once.html", title=f"User {username} created", label="Password", secret=added.password
     )
 
 
@@ -210,17 +201,11 @@ def enable_user(username: str) -> Response:
 
 
 def _set_disabled(username: str, *, disabled: bool) -> Response:
-    action = "user.disable" if disabled else "user.enable"
-    if disabled and username == g.user.username:
-        return _refuse(action, username, "you cannot disable your own account")
     try:
         with transaction(web_context().sessions) as db:
-            auth.set_disabled(db, username, disabled)
-            audit.record(
-                db, actor=g.user.username, action=action, target=username, source_ip=request.remote_addr
-            )
-    except queries.NotFound as error:
-        return _refuse(action, username, str(error))
+            accounts.set_disabled(db, _actor(), username, disabled=disabled)
+    except (auth.BadInput, queries.NotFound) as error:
+        return _refuse(accounts.disabled_action(disabled), username, str(error))
     flash(f"User {username} {'disabled' if disabled else 'enabled'}.", "info")
     return redirect(url_for("ui.users"))
 
@@ -231,16 +216,11 @@ def create_token(username: str) -> Any:
     name = request.form.get("name", "").strip()
     try:
         with transaction(web_context().sessions) as db:
-            user = queries.get_user(db, username)
-            token = auth.create_token(db, user, name)
-            audit.record(
-                db,
-                actor=g.user.username,
-                action="token.create",
-                target=username,
-                source_ip=request.remote_addr,
-                detail=f"token {name}",
-            )
+            token = accounts.issue_token(db, _actor(), username, name)
     except (auth.BadInput, queries.NotFound) as error:
         return _refuse("token.create", username, str(error))
     return render_template("secret_once.html", title=f"API token for {username}", label="Token", secret=token)
+
+
+def _actor() -> accounts.Actor:
+    return accounts.Actor(g.user.username, request.remote_addr)
