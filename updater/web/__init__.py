@@ -22,7 +22,7 @@ from updater.web.api import api
 from updater.web.context import EXTENSION, WebContext
 from updater.web.security import csrf_token, unguarded_views
 from updater.web.ui import ui
-from updater.web.uploads import SpoolingRequest, remove_unclaimed_uploads
+from updater.web.uploads import SpoolingRequest, body_too_large, remove_unclaimed_uploads
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +31,10 @@ CONTENT_SECURITY_POLICY = (
     "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
     "object-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
 )
+
+# A form's non-file fields are held in memory: one field at most this size, a form at most this many parts.
+MAX_FORM_FIELD_BYTES = 1024 * 1024
+MAX_FORM_PARTS = 1000
 
 
 class AppSetupError(Exception):
@@ -58,10 +62,12 @@ def _handle_http_error(error: HTTPException) -> ResponseReturnValue:
 
 
 def _handle_too_large(error: RequestEntityTooLarge) -> ResponseReturnValue:
-    # Found mid-body (a chunked upload has no Content-Length): same words as the refusal before the body.
+    # A bare 413 is the body's limit found mid-body (a chunked upload has no Content-Length): same words as
+    # the refusal before the body. The form's own limits (a field's size, the number of parts) name
+    # themselves (updater.web.uploads).
     limit = request.max_content_length
-    if limit is not None and not str(error.description).startswith("the request body"):
-        error = RequestEntityTooLarge(f"the request body is larger than the upload limit of {limit} bytes")
+    if limit is not None and error.description == RequestEntityTooLarge.description:
+        error = body_too_large(limit)
     return _handle_http_error(error)
 
 
@@ -86,7 +92,7 @@ def _refuse_oversized_bodies() -> None:
     # Werkzeug enforces MAX_CONTENT_LENGTH only when the body is read; refuse before any view runs.
     limit = request.max_content_length
     if limit is not None and request.content_length is not None and request.content_length > limit:
-        raise RequestEntityTooLarge(f"the request body is larger than the upload limit of {limit} bytes")
+        raise body_too_large(limit)
 
 
 def create_app(config: ServiceConfig, *, engine: sa.Engine | None = None, check_schema: bool = True) -> Flask:
@@ -108,7 +114,8 @@ def create_app(config: ServiceConfig, *, engine: sa.Engine | None = None, check_
         PERMANENT_SESSION_LIFETIME=config.session_lifetime,
         SESSION_REFRESH_EACH_REQUEST=False,  # the lifetime runs from sign-in, not from the last click
         MAX_CONTENT_LENGTH=config.max_upload_bytes,
-        MAX_FORM_MEMORY_SIZE=1024 * 1024,
+        MAX_FORM_MEMORY_SIZE=MAX_FORM_FIELD_BYTES,
+        MAX_FORM_PARTS=MAX_FORM_PARTS,
         JSON_SORT_KEYS=False,
     )
     redactor = RedactSecrets(known_secrets(config))

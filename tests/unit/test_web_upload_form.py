@@ -1,0 +1,64 @@
+"""What an upload's multipart form may hold: one bundle, bounded fields and parts, safe file names."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.unit.test_web import bearer
+from tests.unit.test_web_import import Installation
+
+
+@pytest.fixture
+def inst(tmp_path: Path) -> Iterator[Installation]:
+    made = Installation(tmp_path)
+    yield made
+    made.site.app.extensions["corral"].engine.dispose()
+
+
+def _post(inst: Installation, body: bytes, boundary: str = "XyZ") -> Any:
+    return inst.site.client().post(
+        "/api/v1/releases",
+        data=body,
+        content_type=f"multipart/form-data; boundary={boundary}",
+        headers=bearer(inst.site.operator_token),
+    )
+
+
+def _file_part(name: str, filename: str, content: bytes) -> bytes:
+    return (
+        (
+            f'--XyZ\r\nContent-Disposition: form-data; name="{name}"; filename="{filename}"\r\n'
+            "Content-Type: application/octet-stream\r\n\r\n"
+        ).encode()
+        + content
+        + b"\r\n"
+    )
+
+
+def test_a_form_field_over_its_limit_is_refused_naming_that_limit(inst: Installation) -> None:
+    limit = inst.site.app.config["MAX_FORM_MEMORY_SIZE"]
+    inst.site.app.config["MAX_CONTENT_LENGTH"] = 8 * limit  # the body is well within the upload limit
+    field = b'--XyZ\r\nContent-Disposition: form-data; name="note"\r\n\r\n' + b"x" * (limit + 1) + b"\r\n"
+    response = _post(inst, field + _file_part("bundle", "a.bundle", b"\0" * 512) + b"--XyZ--\r\n")
+    assert response.status_code == 413
+    message = response.get_json()["error"]["message"]
+    assert message == f"a form field is larger than the limit of {limit} bytes for one field", message
+    assert "upload limit" not in message
+    assert inst.leftovers() == []
+
+
+def test_more_parts_than_the_limit_are_refused_naming_that_limit(inst: Installation) -> None:
+    limit = inst.site.app.config["MAX_FORM_PARTS"]
+    parts = b"".join(
+        f'--XyZ\r\nContent-Disposition: form-data; name="f{i}"\r\n\r\nx\r\n'.encode()
+        for i in range(limit + 1)
+    )
+    response = _post(inst, parts + b"--XyZ--\r\n")
+    assert response.status_code == 413
+    message = response.get_json()["error"]["message"]
+    assert message == f"the form has more than {limit} parts", message
+    assert inst.leftovers() == []
