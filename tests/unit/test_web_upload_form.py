@@ -10,6 +10,7 @@ import pytest
 
 from tests.unit.test_web import bearer
 from tests.unit.test_web_import import Installation
+from updater.store.models import Outcome
 
 
 @pytest.fixture
@@ -37,6 +38,18 @@ def _file_part(name: str, filename: str, content: bytes) -> bytes:
         + content
         + b"\r\n"
     )
+
+
+def test_two_bundle_parts_in_one_upload_are_refused_and_neither_kept(inst: Installation) -> None:
+    bundle = inst.bundle().read_bytes()
+    body = (
+        _file_part("bundle", "a.bundle", bundle) + _file_part("bundle", "b.bundle", bundle) + b"--XyZ--\r\n"
+    )
+    response = _post(inst, body)
+    assert response.status_code == 400
+    assert "more than one file in the form field 'bundle'" in response.get_json()["error"]["message"]
+    assert inst.leftovers() == []
+    assert [(e.action, e.outcome) for e in inst.site.audit()[-1:]] == [("release.import", Outcome.REFUSED)]
 
 
 def test_a_form_field_over_its_limit_is_refused_naming_that_limit(inst: Installation) -> None:

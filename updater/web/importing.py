@@ -34,7 +34,11 @@ def _refuse(target: str, error: HTTPException) -> HTTPException:
 
 def start_import() -> imports.ImportStatus:
     """Take the upload in form field ``bundle``, lock, queue ``corral.stage_upload``; audited either way."""
-    upload = request.files.get(FIELD)
+    uploads = request.files.getlist(FIELD)
+    if len(uploads) > 1:
+        # Taking one and dropping the other would import a file the client may not have meant.
+        raise _refuse("-", BadRequest(f"more than one file in the form field {FIELD!r}: send one bundle"))
+    upload = uploads[0] if uploads else None
     if not isinstance(upload, FileStorage) or not upload.filename:
         received = cut_short_bytes()
         if received is not None:
