@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
+import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.unit.test_web import bearer
+from tests.unit.test_web import bearer, login
 from tests.unit.test_web_import import Installation
 from updater.store.models import Outcome
+
+HOSTILE_NAME = "evil\x01\x1b[31mred\u202egnp.bundle"
 
 
 @pytest.fixture
@@ -75,3 +79,21 @@ def test_more_parts_than_the_limit_are_refused_naming_that_limit(inst: Installat
     message = response.get_json()["error"]["message"]
     assert message == f"the form has more than {limit} parts", message
     assert inst.leftovers() == []
+
+
+def test_control_characters_in_an_upload_file_name_are_never_stored_or_shown(inst: Installation) -> None:
+    refused = _post(inst, _file_part("bundle", HOSTILE_NAME, b"not a bundle\n" * 100) + b"--XyZ--\r\n")
+    assert refused.status_code == 400
+    queued = _post(inst, _file_part("bundle", HOSTILE_NAME, inst.bundle().read_bytes()) + b"--XyZ--\r\n")
+    assert queued.status_code == 503  # the unit tier has no task queue; the import's status is kept
+    statuses = [json.loads(p.read_text()) for p in (inst.site.home / "imports").glob("imp-*.json")]
+    assert len(statuses) == 1
+    shown = [statuses[0]["filename"]]
+    shown += [e.target for e in inst.site.audit()] + [e.detail for e in inst.site.audit()]
+    page = inst.site.client()
+    login(page, "vera")
+    shown.append(page.get(f"/imports/{statuses[0]['import_id']}").get_data(as_text=True))
+    for text in shown:
+        assert not [c for c in text if unicodedata.category(c) in ("Cc", "Cf") and c not in "\n\t"], text
+    assert statuses[0]["filename"] == "evil\ufffd\ufffd[31mred\ufffdgnp.bundle"
+    assert any("evil\\x01\\x1b[31mred\\u202egnp.bundle" in e.detail for e in inst.site.audit())

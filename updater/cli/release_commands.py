@@ -21,6 +21,7 @@ from typing import Any
 
 from updater.config import ServiceConfig, home_from_env, load_config
 from updater.domain.errors import VerificationError
+from updater.domain.filenames import display_name
 from updater.domain.semver import parse_version
 from updater.services.accounts import audit
 from updater.services.bundles import imports
@@ -82,7 +83,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             ticket = imports.begin(config, _spool_copy(config, source), actor=_actor(), filename=source.name)
         except (imports.ImportRefused, imports.ImportConflict) as error:
             audit.record_separately(
-                sessions, actor=_actor(), action=imports.ACTION, target=source.name,
+                sessions, actor=_actor(), action=imports.ACTION, target=display_name(source.name),
                 outcome=Outcome.REFUSED, detail=str(error),
             )  # fmt: skip
             raise

@@ -9,6 +9,7 @@ from flask import g, request
 from werkzeug.datastructures import FileStorage
 from werkzeug.exceptions import BadRequest, Conflict, HTTPException, ServiceUnavailable
 
+from updater.domain.filenames import display_name, escaped_name
 from updater.services.accounts import audit
 from updater.services.bundles import imports
 from updater.services.jobs import TASK_STAGE_UPLOAD, QueueUnavailable
@@ -19,7 +20,7 @@ from updater.web.uploads import cut_short_bytes, spooled_path
 FIELD = "bundle"
 
 
-def _refuse(target: str, error: HTTPException) -> HTTPException:
+def _refuse(target: str, error: HTTPException, note: str = "") -> HTTPException:
     audit.record_separately(
         web_context().sessions,
         actor=g.user.username,
@@ -27,9 +28,14 @@ def _refuse(target: str, error: HTTPException) -> HTTPException:
         target=target,
         outcome=Outcome.REFUSED,
         source_ip=request.remote_addr,
-        detail=str(error.description),
+        detail=str(error.description) + note,
     )
     return error
+
+
+def _as_sent(raw: str, shown: str) -> str:
+    """The file name as the client sent it, escaped, when what is kept differs from it."""
+    return "" if raw == shown else f" (file name as sent: {escaped_name(raw)})"
 
 
 def start_import() -> imports.ImportStatus:
@@ -37,7 +43,10 @@ def start_import() -> imports.ImportStatus:
     uploads = request.files.getlist(FIELD)
     if len(uploads) > 1:
         # Taking one and dropping the other would import a file the client may not have meant.
-        raise _refuse("-", BadRequest(f"more than one file in the form field {FIELD!r}: send one bundle"))
+        names = ", ".join(display_name(u.filename) for u in uploads)
+        raise _refuse(
+            "-", BadRequest(f"more than one file in the form field {FIELD!r} ({names}): send one bundle")
+        )
     upload = uploads[0] if uploads else None
     if not isinstance(upload, FileStorage) or not upload.filename:
         received = cut_short_bytes()
@@ -52,20 +61,21 @@ def start_import() -> imports.ImportStatus:
                 ),
             )
         raise _refuse("-", BadRequest(f"no bundle uploaded: send the file in the form field {FIELD!r}"))
-    filename = upload.filename
+    raw_name = upload.filename
+    filename = display_name(raw_name)
     context = web_context()
     try:
-        ticket = imports.begin(context.config, spooled_path(upload), actor=g.user.username, filename=filename)
+        ticket = imports.begin(context.config, spooled_path(upload), actor=g.user.username, filename=raw_name)
     except imports.ImportRefused as error:
-        raise _refuse(filename, BadRequest(str(error))) from None
+        raise _refuse(filename, BadRequest(str(error)), _as_sent(raw_name, filename)) from None
     except imports.ImportConflict as error:
-        raise _refuse(filename, Conflict(str(error))) from None
+        raise _refuse(filename, Conflict(str(error)), _as_sent(raw_name, filename)) from None
     ticket.hand_over()
     try:
         context.queue.send(TASK_STAGE_UPLOAD, [ticket.import_id], expires=float(imports.QUEUE_GRACE_SECONDS))
     except QueueUnavailable as error:
         ticket.cancel(str(error))
-        raise _refuse(filename, ServiceUnavailable(str(error))) from None
+        raise _refuse(filename, ServiceUnavailable(str(error)), _as_sent(raw_name, filename)) from None
     audit.record_separately(
         context.sessions,
         actor=g.user.username,
@@ -73,6 +83,7 @@ def start_import() -> imports.ImportStatus:
         target=filename,
         outcome=Outcome.OK,
         source_ip=request.remote_addr,
-        detail=f"{ticket.import_id}: {ticket.status.size} bytes queued for verification and staging",
+        detail=f"{ticket.import_id}: {ticket.status.size} bytes queued for verification and staging"
+        + _as_sent(raw_name, filename),
     )
     return ticket.status

@@ -39,6 +39,7 @@ from updater.config import ServiceConfig
 from updater.domain import aead
 from updater.domain.bundle import MANIFEST_NAME
 from updater.domain.errors import VerificationError
+from updater.domain.filenames import display_name
 from updater.domain.inventory import InventoryError
 from updater.domain.keyring import TrustStore
 from updater.domain.license import parse_entitlement_key
@@ -370,7 +371,7 @@ def begin(
     while another import runs; in both cases ``upload`` is removed and nothing else changes.
     """
     moment = now or _now()
-    safe_name = Path(filename or "upload").name[:200] or "upload"
+    safe_name = display_name(filename)  # sent by the client: never kept or shown with control characters
     try:
         check_looks_like_bundle(upload)
         import_id = _new_id(moment)
