@@ -7,6 +7,11 @@ committed in tests/tiers.json. Consecutive tiers marked ``"concurrent": true`` t
 output goes to build/test-reports/<tier>.log and is printed whole when it ends. Every other tier runs
 alone. At the end a table gives every tier's counts and duration, and the closing line sums them up as
 "N passed, N failed, N skipped".
+
+Each test counts once towards the minimums: tests/conftest.py gives every test a ``spec`` property (the file
+and function that define it, and its parameters, whichever module collected it), and a test whose spec an
+earlier tier of the run (in tiers.json's order), or the same tier, already ran is a repeat: it runs, its
+failures fail the tier, but it does not count towards the tier's minimum (the "repeats" column).
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +41,12 @@ class TierResult:
     skipped: int = 0
     seconds: float = 0.0
     exit_code: int = 0
+    repeats: int = 0  # tests whose spec was already counted (in an earlier tier or earlier in this one)
+    specs: list[str] = field(default_factory=list)  # the spec of every test that ran and did not skip
 
     @property
     def below_minimum(self) -> bool:
-        return self.tests - self.skipped < self.minimum
+        return self.tests - self.skipped - self.repeats < self.minimum
 
     @property
     def ok(self) -> bool:
@@ -58,6 +65,31 @@ def read_junit(path: Path) -> tuple[int, int, int]:
     return tests, failed, skipped
 
 
+def read_specs(path: Path) -> list[str]:
+    """The spec of every test case in a JUnit report that did not skip (its ``spec`` property, else its
+    class name and name), in the report's order."""
+    if not path.exists():
+        return []
+    specs = []
+    for case in ET.parse(path).getroot().iter("testcase"):  # noqa: S314 - our own pytest wrote this file
+        if case.find("skipped") is not None:
+            continue
+        spec = next((p.get("value") for p in case.iter("property") if p.get("name") == "spec"), None)
+        specs.append(spec or f"{case.get('classname', '')}::{case.get('name', '')}")
+    return specs
+
+
+def count_repeats(results: list[TierResult]) -> None:
+    """Set each result's ``repeats``: its tests whose spec an earlier result, or itself, already counted."""
+    seen: set[str] = set()
+    for result in results:
+        result.repeats = 0
+        for spec in result.specs:
+            if spec in seen:
+                result.repeats += 1
+            seen.add(spec)
+
+
 def _header(name: str, path: str, minimum: int) -> str:
     return f"\n===== tier {name}: {path} (minimum {minimum} tests) ====="
 
@@ -65,6 +97,7 @@ def _header(name: str, path: str, minimum: int) -> str:
 def _result(name: str, minimum: int, report: Path, code: int, started: float) -> TierResult:
     result = TierResult(name=name, minimum=minimum, seconds=time.monotonic() - started, exit_code=code)
     result.tests, result.failed, result.skipped = read_junit(report)
+    result.specs = read_specs(report)
     result.passed = result.tests - result.failed - result.skipped
     if code not in (0, PYTEST_NO_TESTS) and result.failed == 0:
         result.failed = 1  # pytest itself failed (collection error, internal error): count it
@@ -146,12 +179,17 @@ def main(argv: list[str] | None = None) -> int:
             (tier,) = batch
             results.append(run_tier(tier["name"], tier["path"], int(tier["minimum"]), args.pytest_args))
 
+    count_repeats(results)
     print("\n===== test tiers =====")
-    print(f"{'tier':<12}{'tests':>7}{'passed':>8}{'failed':>8}{'skipped':>9}{'minimum':>9}{'seconds':>10}")
+    print(
+        f"{'tier':<12}{'tests':>7}{'passed':>8}{'failed':>8}{'skipped':>9}{'repeats':>9}{'minimum':>9}"
+        f"{'seconds':>10}"
+    )
     for r in results:
         flag = "" if r.ok else ("  BELOW MINIMUM" if r.below_minimum and r.failed == 0 else "  FAILED")
         print(
-            f"{r.name:<12}{r.tests:>7}{r.passed:>8}{r.failed:>8}{r.skipped:>9}{r.minimum:>9}{r.seconds:>10.1f}{flag}"
+            f"{r.name:<12}{r.tests:>7}{r.passed:>8}{r.failed:>8}{r.skipped:>9}{r.repeats:>9}{r.minimum:>9}"
+            f"{r.seconds:>10.1f}{flag}"
         )
     passed = sum(r.passed for r in results)
     failed = sum(r.failed for r in results) + sum(1 for r in results if r.below_minimum and r.failed == 0)

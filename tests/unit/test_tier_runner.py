@@ -114,3 +114,32 @@ def test_concurrent_tiers_run_side_by_side_and_each_is_counted_on_its_own(
     assert "===== tier one:" in out
     assert "===== tier two:" in out
     assert "1 failed, 1 passed" in out  # each tier's own output, printed whole
+
+
+def test_a_test_another_tier_already_ran_does_not_count_towards_the_minimum(tmp_path: Path) -> None:
+    from tests.run_tiers import count_repeats, read_specs
+
+    spec = '<properties><property name="spec" value="{}"/></properties>'
+    report = write(
+        tmp_path / "integration.xml",
+        "<testsuites><testsuite>"
+        f'<testcase classname="i.test_store_pg" name="test_a">{spec.format("u.py::test_a")}'
+        "</testcase>"
+        f'<testcase classname="i.test_store_pg" name="test_b">{spec.format("u.py::test_b[pg]")}'
+        "</testcase>"
+        f'<testcase classname="i.test_x" name="test_c">{spec.format("s")}<skipped/></testcase>'
+        + '<testcase classname="i.test_y" name="test_d"/>'
+        + "</testsuite></testsuites>",
+    )
+    assert read_specs(report) == [
+        "u.py::test_a",
+        "u.py::test_b[pg]",
+        "i.test_y::test_d",
+    ]
+    unit = TierResult(name="unit", minimum=1, tests=1, passed=1, specs=["u.py::test_a"])
+    integration = TierResult(name="integration", minimum=3, tests=4, passed=3, skipped=1)
+    integration.specs = read_specs(report)
+    count_repeats([unit, integration])
+    assert (unit.repeats, integration.repeats) == (0, 1)
+    assert unit.ok
+    assert not integration.ok  # 4 tests, 1 skipped, 1 already counted by the unit tier: 2 < 3
