@@ -89,14 +89,21 @@ def test_power_off_of_a_stopped_node_is_a_no_op(node: SubprocessPower) -> None:
     assert not node.is_on()
 
 
-def test_power_cycle_restarts_after_the_off_interval(node: SubprocessPower) -> None:
+def test_power_cycle_restarts_after_the_off_interval(tmp_path: Path) -> None:
+    off_intervals: list[tuple[float, bool]] = []
+    node = SubprocessPower(
+        NODE,
+        tmp_path / "node.pid",
+        cycle_off_seconds=0.2,
+        sleep=lambda seconds: off_intervals.append((seconds, node.is_on())),
+    )
     node.power_on()
     before = node.pid()
-    started = time.monotonic()
     node.power_cycle()
-    assert time.monotonic() - started >= node.cycle_off_seconds
+    assert off_intervals == [(0.2, False)]  # off for the whole interval, then on again
     assert node.is_on()
     assert node.pid() != before
+    node.power_off()
 
 
 def test_reset_restarts_the_node(node: SubprocessPower) -> None:
@@ -108,16 +115,19 @@ def test_reset_restarts_the_node(node: SubprocessPower) -> None:
 
 
 def test_shutdown_asks_the_node_to_stop_and_returns_at_once(tmp_path: Path) -> None:
-    # A node that takes half a second to shut down after SIGTERM, as an OS would.
-    power = SubprocessPower(
-        ["sh", "-c", "trap 'sleep 0.5; exit 0' TERM; sleep 300 & wait"], tmp_path / "n.pid"
+    # A node that shuts down on SIGTERM only once the test lets it finish, as an OS takes its time: if
+    # shutdown() waited for the node to stop it would never return.
+    ready, finish = tmp_path / "ready", tmp_path / "finish"
+    node = (
+        f"trap 'while [ ! -e {finish} ]; do sleep 0.01; done; kill $!; exit 0' TERM; "
+        f"sleep 300 & touch {ready}; wait"
     )
+    power = SubprocessPower(["sh", "-c", node], tmp_path / "n.pid")
     power.power_on()
-    time.sleep(0.2)  # let the shell install its trap
-    started = time.monotonic()
+    wait_for(ready.exists)  # the trap is installed
     power.shutdown()
-    assert time.monotonic() - started < 0.3
-    assert power.is_on()
+    assert power.is_on()  # still shutting down: shutdown() did not wait for it
+    finish.touch()
     wait_for(lambda: not power.is_on())
     power.power_off()
 

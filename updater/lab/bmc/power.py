@@ -13,7 +13,7 @@ import re
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -154,6 +154,22 @@ def _process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _live_group_members(pgid: int) -> list[int]:
+    """The processes of group ``pgid`` that have not exited (zombies have: they only wait to be reaped)."""
+    members = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text(encoding="ascii", errors="replace")
+        except OSError:
+            continue
+        fields = stat[stat.rfind(")") + 2 :].split()
+        if fields[0] not in ("Z", "X") and int(fields[2]) == pgid:
+            members.append(int(entry.name))
+    return members
+
+
 class SubprocessPower:
     """A plain process group as a node (power on = start ``argv`` in a new session, hard off = SIGKILL).
 
@@ -168,6 +184,7 @@ class SubprocessPower:
         *,
         cycle_off_seconds: float = POWER_CYCLE_OFF_SECONDS,
         kill_timeout_seconds: float = 5.0,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         if not argv:
             raise ValueError("the node's command must not be empty")
@@ -177,6 +194,7 @@ class SubprocessPower:
         self.pidfile = pidfile
         self.cycle_off_seconds = cycle_off_seconds
         self.kill_timeout_seconds = kill_timeout_seconds
+        self._sleep = sleep  # the off interval of a power cycle (a test's, to see the node off during it)
         self._children: dict[int, subprocess.Popen[bytes]] = {}
 
     def __repr__(self) -> str:
@@ -237,16 +255,18 @@ class SubprocessPower:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+        # SIGKILL is delivered to each member on its own: the leader may be gone while another member has
+        # yet to run to its exit. The power is off once no member is left, not once the leader is.
         deadline = time.monotonic() + self.kill_timeout_seconds
-        while self.pid() is not None:
+        while self.pid() is not None or _live_group_members(pid):
             if time.monotonic() > deadline:
-                raise PowerError(CompletionCode.TIMEOUT, f"process {pid} survived SIGKILL")
+                raise PowerError(CompletionCode.TIMEOUT, f"process group {pid} survived SIGKILL")
             time.sleep(0.01)
         self.pidfile.unlink(missing_ok=True)
 
     def power_cycle(self) -> None:
         self.power_off()
-        time.sleep(self.cycle_off_seconds)
+        self._sleep(self.cycle_off_seconds)
         self.power_on()
 
     def reset(self) -> None:
