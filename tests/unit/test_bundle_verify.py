@@ -396,6 +396,45 @@ def test_data_after_the_end_of_archive_is_refused(kit: Kit, tmp_path: Path) -> N
     refused(kit, bundle, errors.TrailingData)
 
 
+def test_a_nonzero_byte_in_a_members_tar_padding_is_refused(kit: Kit, tmp_path: Path) -> None:
+    bundle = kit_.build_bundle(kit)
+    for position, flipped in enumerate(padding_flipped(bundle, tmp_path)):
+        message = refused(kit, flipped, errors.MemberPaddingNotZero)
+        assert "padding" in message, (position, message)
+        assert "not zero" in message, (position, message)
+
+
+def test_a_bundle_without_its_whole_end_of_archive_marker_is_refused(kit: Kit, tmp_path: Path) -> None:
+    data = kit_.build_bundle(kit).read_bytes()
+    assert data.endswith(b"\0" * 1024)
+    for cut in (1024, 600, 512, 1):
+        cut_short = tmp_path / f"e{cut}.bundle"
+        cut_short.write_bytes(data[:-cut])
+        message = refused(kit, cut_short, errors.EndOfArchiveIncomplete)
+        assert "end-of-archive marker" in message, (cut, message)
+
+
+def test_anything_after_the_end_of_archive_marker_is_refused_even_zeros(kit: Kit, tmp_path: Path) -> None:
+    bundle = kit_.build_bundle(kit)
+    bundle.write_bytes(bundle.read_bytes() + b"\0" * 512)
+    refused(kit, bundle, errors.TrailingData)
+
+
+def padding_flipped(bundle: Path, tmp_path: Path) -> list[Path]:
+    """Copies of ``bundle`` with one bit flipped in a tar padding: after the manifest, after the last one."""
+    data = bundle.read_bytes()
+    members = kit_.read_members(bundle)
+    assert len(members[0][1]) % 512, "the manifest must end inside a block"
+    assert len(members[-1][1]) % 512, "the last member must end inside a block"
+    flipped = []
+    for name, at in (("manifest", 512 + len(members[0][1])), ("last", len(data) - 1024 - 1)):
+        changed = bytearray(data)
+        changed[at] ^= 0x01
+        flipped.append(tmp_path / f"padding-{name}.bundle")
+        flipped[-1].write_bytes(bytes(changed))
+    return flipped
+
+
 # --- license checks through the bundle ------------------------------------------------------------------
 
 

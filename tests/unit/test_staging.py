@@ -25,7 +25,7 @@ import pytest
 from tests.unit import bundle_kit as kit_
 from tests.unit.bundle_kit import NOW, Kit
 from tests.unit.test_aead import split
-from tests.unit.test_bundle_verify import EARLIER, _resign
+from tests.unit.test_bundle_verify import EARLIER, _resign, padding_flipped
 from updater.domain import errors
 from updater.domain.signing import dump_signature_list, parse_signature_list, sign
 from updater.domain.tarformat import build_header
@@ -415,6 +415,20 @@ def _trailing_data(kit: Kit, tmp: Path) -> Hostile:
     bundle = kit_.build_bundle(kit)
     bundle.write_bytes(bundle.read_bytes() + b"\0" * 4096 + b"smuggled")
     return Hostile(bundle, errors.TrailingData, late=True)
+
+
+@hostile("nonzero-padding-after-the-last-member")
+def _padding_flipped(kit: Kit, tmp: Path) -> Hostile:
+    flipped = padding_flipped(kit_.build_bundle(kit), tmp)[-1]
+    return Hostile(flipped, errors.MemberPaddingNotZero, "padding", late=True)
+
+
+@hostile("end-of-archive-marker-cut-off", cut=1024)
+@hostile("end-of-archive-marker-cut-short", cut=512)
+def _end_of_archive_cut(kit: Kit, tmp: Path, *, cut: int) -> Hostile:
+    bundle = kit_.build_bundle(kit)
+    bundle.write_bytes(bundle.read_bytes()[:-cut])
+    return Hostile(bundle, errors.EndOfArchiveIncomplete, "end-of-archive marker", late=True)
 
 
 @hostile("license-signed-by-wrong-key", license="stranger")

@@ -255,8 +255,20 @@ class UnsafeMemberType(BundleFormatError):
     check = "unsafe-member-type"
 
 
+class EndOfArchiveIncomplete(BundleTruncated):
+    """The file ends before the archive's end-of-archive marker (two zero blocks) is whole."""
+
+    check = "end-of-archive-incomplete"
+
+
+class MemberPaddingNotZero(BundleFormatError):
+    """The padding that fills a member's last block is not all zeros: bytes outside any signed hash."""
+
+    check = "member-padding-not-zero"
+
+
 class TrailingData(BundleFormatError):
-    """Non-zero data follows the end of the archive."""
+    """Something (even zeros) follows the end-of-archive marker, or the marker's blocks are not zeros."""
 
     check = "trailing-data"
 

@@ -36,10 +36,12 @@ from updater.domain.errors import (
     DeltaBaseMissing,
     DuplicateMember,
     EncryptionRequired,
+    EndOfArchiveIncomplete,
     LicenseInvalid,
     MalformedDocument,
     ManifestTooLarge,
     MemberOrder,
+    MemberPaddingNotZero,
     MissingMember,
     PayloadHashMismatch,
     PayloadSizeMismatch,
@@ -57,7 +59,6 @@ from updater.domain.signing import Signature, open_envelope, parse_signature_lis
 from updater.domain.tarformat import BLOCK, TarMember, parse_header
 
 PIECE = 1024 * 1024
-MAX_TRAILING_ZEROS = 1024 * 1024
 _COMPRESSED_MAGIC = {
     b"\x1f\x8b": "gzip",
     b"BZh": "bzip2",
@@ -92,9 +93,16 @@ class _Source:
         return b"".join(parts)
 
     def read_upto(self, size: int) -> bytes:
-        piece = self._stream.read(size)
-        self.offset += len(piece)
-        return piece
+        """Up to ``size`` bytes: fewer only where the file ends."""
+        parts, left = [], size
+        while left:
+            piece = self._stream.read(left)
+            if not piece:
+                break
+            parts.append(piece)
+            left -= len(piece)
+            self.offset += len(piece)
+        return b"".join(parts)
 
     def pieces(self, size: int) -> Iterator[memoryview]:
         """Yield ``size`` bytes in pieces of at most 1 MiB (views valid until the next piece)."""
@@ -118,17 +126,49 @@ class _Source:
 
 
 class _TarReader:
+    """A bundle's tar stream, every byte accounted for: a bundle file is exactly what its writer wrote.
+
+    Only the members' data is covered by the signed manifest; so the bytes around it are pinned here: a
+    member's padding is zeros, the end-of-archive marker is two whole zero blocks, and nothing follows it.
+    """
+
     def __init__(self, source: _Source) -> None:
         self.source = source
         self.seen: set[str] = set()
 
     def next_member(self) -> TarMember | None:
-        member = parse_header(self.source.read_exact(BLOCK))
-        if member is not None:
-            if member.name in self.seen:
-                raise DuplicateMember(f"the archive holds member {member.name!r} twice")
-            self.seen.add(member.name)
+        """The next member's header, or None at the end-of-archive marker (both of its zero blocks read)."""
+        at = self.source.offset
+        block = self.source.read_upto(BLOCK)
+        if not block:
+            raise EndOfArchiveIncomplete(
+                f"bundle ends at byte {at} without the end-of-archive marker (two zero blocks): cut short"
+            )
+        if len(block) < BLOCK and block.count(0) == len(block):
+            raise EndOfArchiveIncomplete(
+                f"bundle ends at byte {self.source.offset}, inside the end-of-archive marker: "
+                f"{len(block)} of its {2 * BLOCK} zero bytes are there (cut short)"
+            )
+        if len(block) < BLOCK:
+            raise BundleTruncated(f"bundle ends at byte {self.source.offset}, inside a header (truncated)")
+        member = parse_header(block)
+        if member is None:
+            self._rest_of_end_marker()
+            return None
+        if member.name in self.seen:
+            raise DuplicateMember(f"the archive holds member {member.name!r} twice")
+        self.seen.add(member.name)
         return member
+
+    def _rest_of_end_marker(self) -> None:
+        second = self.source.read_upto(BLOCK)
+        if len(second) < BLOCK:
+            raise EndOfArchiveIncomplete(
+                f"bundle ends at byte {self.source.offset}, inside the end-of-archive marker: "
+                f"{BLOCK + len(second)} of its {2 * BLOCK} zero bytes are there (cut short)"
+            )
+        if second.count(0) != BLOCK:
+            raise TrailingData("a lone zero block is followed by data, not by the end-of-archive marker")
 
     def read_small(self, member: TarMember, limit: int) -> bytes:
         if member.size > limit:
@@ -140,21 +180,17 @@ class _TarReader:
         return data
 
     def skip_padding(self, member: TarMember) -> None:
-        if member.padded_size > member.size:
-            self.source.read_exact(member.padded_size - member.size)
+        """Read the zeros that fill the member's last block: any other byte there is outside every hash."""
+        size = member.padded_size - member.size
+        if size and self.source.read_exact(size).count(0) != size:
+            raise MemberPaddingNotZero(
+                f"the tar padding after {member.name!r} (its last {size} bytes of block) is not zero"
+            )
 
     def finish(self) -> None:
-        """After the first end-of-archive block: only zeros may follow (record padding), and not forever."""
-        seen = 0
-        while True:
-            piece = self.source.read_upto(min(PIECE, MAX_TRAILING_ZEROS + 1 - seen))
-            if not piece:
-                return
-            if piece.count(0) != len(piece):
-                raise TrailingData("data follows the end of the archive")
-            seen += len(piece)
-            if seen > MAX_TRAILING_ZEROS:
-                raise TrailingData(f"more than {MAX_TRAILING_ZEROS} bytes of padding follow the archive")
+        """After the end-of-archive marker: the file ends (bundle writers add no record padding)."""
+        if self.source.read_upto(1):
+            raise TrailingData(f"data follows the end-of-archive marker at byte {self.source.offset - 1}")
 
 
 class PayloadSink(Protocol):
