@@ -234,12 +234,10 @@ def test_wrong_password_is_refused_by_the_protocol(bmc: Bmc) -> None:
 
 def test_unknown_user_is_refused_at_once(bmc: Bmc) -> None:
     bmc.power("on")
-    started = time.monotonic()
     result = bmc.ipmitool("-v", "chassis", "power", "off", user="intruder")
-    elapsed = time.monotonic() - started
     assert result.returncode != 0
+    # The BMC's own RAKP 2 status: a silent BMC (pyghmi's way) leaves ipmitool to time out without one.
     assert "unauthorized name" in result.stderr
-    assert elapsed < 5, f"refusal took {elapsed:.1f}s (a silent BMC makes ipmitool wait ~14 s)"
     assert bmc.node.is_on()
     assert "login refused from 127.0.0.1" in bmc.log_text()
     assert "unknown user b'intruder'" in bmc.log_text()
@@ -358,11 +356,8 @@ def test_sigterm_stops_the_bmc_cleanly_and_leaves_the_node_running(tmp_path: Pat
         assert wait_until(lambda: running_bmc_pid(pidfile) == process.pid, timeout=10)
         bmc = Bmc(address, process.pid, pidfile, tmp_path / "unused.log", password_file, node, tmp_path)
         bmc.power("on")
-        started = time.monotonic()
         process.send_signal(signal.SIGTERM)
-        assert process.wait(timeout=5) == 0
-        stopped_in = time.monotonic() - started
-        assert stopped_in < 2, f"took {stopped_in:.2f}s"
+        assert process.wait(timeout=60) == 0  # a bound on a hang, not a measure of how fast it stops
         assert "SIGTERM received: stopping" in process.stderr.read()  # type: ignore[union-attr]
         assert not pidfile.exists()
         assert port_is_free(address)
