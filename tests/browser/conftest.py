@@ -28,9 +28,7 @@ import datetime as dt
 import hashlib
 import re
 import shutil
-import subprocess
 from collections.abc import Callable, Generator, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,22 +43,13 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
 
-from tests.integration.service_rollout_stack import (
-    CLI,
-    Service,
-    ServiceProcess,
-    service_env,
-    wait_for,
-    write_inventory,
-)
 from tests.lab.conftest import ROOT, LabSession, build_collection, lab
-from tests.support.net import free_port, listening
 from tests.support.redis_server import RedisServer
+from tests.support.service_stack import Stack, running_stack, write_inventory
 from tests.support.zookeeper_server import ZooKeeperServer
 from tests.unit import bundle_kit
-from updater.config import load_config
 
-__all__ = ["lab"]  # the lab tier's session fixture, used here as is
+__all__ = ["Stack", "lab"]  # the stack the tests get, and the lab tier's session fixture used here as is
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
@@ -101,35 +90,13 @@ def spki_hash(cert_pem: bytes) -> str:
 
 
 # --- the service ------------------------------------------------------------------------------------------
-@dataclass
-class Stack:
-    """The running service: its home, the admin's credentials, the web address and the processes."""
-
-    root: Path
-    home: Path
-    service: Service
-    password: str
-    base: str
-    web: ServiceProcess
-    kit: bundle_kit.Kit
-    processes: list[ServiceProcess] = field(default_factory=list)
-
-    def logs(self) -> str:
-        parts = [f"--- {p.log.name}\n{p.output()[-3000:]}" for p in self.processes]
-        parts += [f"--- {w.log.name}\n{w.output()[-4000:]}" for w in self.service.workers]
-        return "\n".join(parts)
-
-
 @pytest.fixture(scope="session")
 def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("browser-service")
     kit = bundle_kit.make_kit(root / "vendor-side")
-    issued = bundle_kit.issue(kit)
     redis = RedisServer()
     redis.start()
     zookeeper = ZooKeeperServer(root / "zookeeper")
-    service: Service | None = None
-    processes: list[ServiceProcess] = []
     try:
         zookeeper.start()
         inventory = write_inventory(
@@ -137,32 +104,12 @@ def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             yaml.safe_load(lab.inventory.read_text()),
             {"corral_rolling_zookeeper_hosts": zookeeper.hosts, **ENGINE_ONLY},
         )
-        home = root / "home"
-        init = subprocess.run(
-            [
-                CLI, "--home", str(home), "init", "--redis-url", redis.url,
-                "--bind", f"127.0.0.1:{free_port()}", "--inventory", str(inventory),
-                "--trust-root", str(kit.vendor.trust_root), "--keyring", str(kit.vendor.keyring),
-                "--license", str(issued.license_path), "--entitlement-key", str(issued.key_path),
-            ],
-            capture_output=True, text=True, check=False, env=service_env(), cwd=ROOT,
-        )  # fmt: skip
-        assert init.returncode == 0, init.stdout + init.stderr
-        password = re.search(r"password: (\S+)", init.stdout)
-        assert password is not None, init.stdout
-        service = Service(home, load_config(home))
-        web = ServiceProcess([CLI, "--home", str(home), "web"], root / "web.log")
-        processes.append(web)
-        host, port = service.config.bind.rsplit(":", 1)
-        wait_for(lambda: listening(host, int(port)) or not web.alive(), 60, "the web service listening")
-        assert web.alive(), web.output()[-3000:]
-        service.start_worker()
-        yield Stack(root, home, service, password.group(1), f"https://{host}:{port}", web, kit, processes)
+        with running_stack(
+            root, redis_url=redis.url, inventory=inventory, kit=kit, license=bundle_kit.issue(kit)
+        ) as running:
+            running.start_worker()
+            yield running
     finally:
-        for process in processes:
-            process.stop()
-        if service is not None:
-            service.close()
         zookeeper.stop()
         redis.stop()
 

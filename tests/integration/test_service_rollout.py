@@ -15,9 +15,9 @@ from collections.abc import Iterator
 import pytest
 from kazoo.client import KazooClient
 
-from tests.integration.service_rollout_stack import CLI, Service, init_service, service_env, write_inventory
 from tests.support.net import free_port
 from tests.support.redis_server import RedisServer
+from tests.support.service_stack import CLI, Service, init_service, service_env, write_inventory
 from tests.support.zookeeper_server import ZooKeeperServer
 from updater.domain.inventory import build_inventory
 from updater.domain.placement import NodeLocation

@@ -7,99 +7,17 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
-from tests.integration.test_celery_stack import CLI, Process, wait_for
-from tests.support.net import free_port, listening
 from tests.support.redis_server import RedisServer
+from tests.support.service_stack import Stack, running_stack, wait_for
 from tests.unit import bundle_kit as kit_
-from updater.config import ServiceConfig, load_config
-from updater.store import queries as q
-from updater.store.db import make_engine, session_factory, transaction
-
-
-@dataclass
-class Stack:
-    root: Path
-    home: Path
-    config: ServiceConfig
-    kit: kit_.Kit
-    token: str
-    password: str
-    base: str
-    web: Process
-    worker: Process | None = None
-    started: list[Process] = field(default_factory=list)
-
-    @property
-    def ca(self) -> str:
-        return str(self.config.cert_path)
-
-    def start_worker(self) -> None:
-        if self.worker is None:
-            self.worker = Process(
-                [CLI, "--home", str(self.home), "worker", "--concurrency", "1"], self.root / "worker.log"
-            )
-            self.started.append(self.worker)
-
-    def upload(self, bundle: Path, name: str | None = None) -> requests.Response:
-        with bundle.open("rb") as data:
-            return requests.post(
-                f"{self.base}/api/v1/releases",
-                files={"bundle": (name or bundle.name, data, "application/octet-stream")},
-                headers={"Authorization": f"Bearer {self.token}"},
-                timeout=60,
-                verify=self.ca,
-            )
-
-    def get(self, path: str) -> requests.Response:
-        return requests.get(
-            f"{self.base}{path}",
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=10,
-            verify=self.ca,
-        )
-
-    def finished(self, status_url: str, timeout: float = 90) -> dict[str, Any]:
-        def status() -> dict[str, Any] | None:
-            answer: dict[str, Any] = self.get(status_url).json()
-            return answer if answer["done"] else None
-
-        done: dict[str, Any] = wait_for(
-            status,
-            timeout,
-            "the worker finishes the import",
-            self.worker,
-        )
-        return done
-
-    def releases(self) -> dict[str, tuple[bool, list[tuple[str, bool]]]]:
-        engine = make_engine(self.config.effective_database_url)
-        try:
-            with transaction(session_factory(engine)) as db:
-                return {
-                    r.version: (r.staged_path is not None, [(c.name, c.passed) for c in r.checks])
-                    for r in q.list_releases(db)
-                }
-        finally:
-            engine.dispose()
-
-    def leftovers(self) -> list[str]:
-        imports_dir = self.home / "imports"
-        return (
-            sorted(p.name for p in imports_dir.glob("*") if p.suffix != ".json")
-            if imports_dir.exists()
-            else []
-        )
 
 
 def _inventory(path: Path) -> Path:
@@ -114,41 +32,17 @@ def _inventory(path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+def stack(redis: RedisServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("web-import")
     kit = kit_.make_kit(root / "vendor-side")
-    lic = kit_.issue(kit, nodes=5)
-    redis = RedisServer()
-    redis.start()
-    home = root / "home"
-    web: Process | None = None
-    made: Stack | None = None
-    try:
-        init = subprocess.run(
-            [
-                CLI, "--home", str(home), "init", "--redis-url", redis.url,
-                "--bind", f"127.0.0.1:{free_port()}", "--inventory", str(_inventory(root / "inventory.json")),
-                "--trust-root", str(kit.vendor.trust_root), "--keyring", str(kit.vendor.keyring),
-                "--license", str(lic.license_path), "--entitlement-key", str(lic.key_path),
-            ],
-            capture_output=True, text=True, check=True,
-        )  # fmt: skip
-        password = re.search(r"password: (\S+)", init.stdout)
-        assert password is not None
-        token = subprocess.run(
-            [CLI, "--home", str(home), "token", "create", "admin", "--name", "import-test"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        config = load_config(home)
-        web = Process([CLI, "--home", str(home), "web"], root / "web.log")
-        host, port = config.bind.rsplit(":", 1)
-        wait_for(lambda: listening(host, int(port)), 60, "web service listening", web)
-        made = Stack(root, home, config, kit, token, password.group(1), f"https://{host}:{port}", web)
-        yield made
-    finally:
-        for process in ([web] if web else []) + (made.started if made else []):
-            process.stop()
-        redis.stop()
+    with running_stack(
+        root,
+        redis_url=redis.url,
+        inventory=_inventory(root / "inventory.json"),
+        kit=kit,
+        license=kit_.issue(kit, nodes=5),
+    ) as running:
+        yield running
 
 
 def test_two_concurrent_uploads_get_one_import_and_one_409_naming_the_holder(stack: Stack) -> None:

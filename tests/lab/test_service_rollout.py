@@ -25,16 +25,16 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
-from tests.integration.service_rollout_stack import (
+from tests.lab.conftest import LabSession, build_collection
+from tests.support.postgres_server import PostgresServer
+from tests.support.redis_server import RedisServer
+from tests.support.service_stack import (
     Service,
     init_service,
     service_env,
     wait_for,
     write_inventory,
 )
-from tests.lab.conftest import LabSession, build_collection
-from tests.support.postgres_server import PostgresServer
-from tests.support.redis_server import RedisServer
 from tests.support.zookeeper_server import ZooKeeperServer
 from tests.unit import bundle_kit
 from updater.domain.keyring import TrustStore
