@@ -163,7 +163,10 @@ def test_a_tampered_bundle_keeps_its_failed_check_on_record_and_stages_nothing(i
     assert status.state == "failed"
     assert [(c.name, c.passed) for c in status.checks] == [("payload-hash-mismatch", False)]
     assert "payload-hash-mismatch" in status.message
-    assert inst.releases() == {"1.3.0": (False, [("payload-hash-mismatch", False)])}
+    assert inst.releases() == {}, "a failed import is no release: it reserves no version"
+    with transaction(inst.site.sessions) as db:
+        kept = [(f.import_id, f.claimed_version, f.failed_check) for f in q.list_failed_imports(db)]
+    assert kept == [(status.import_id, "1.3.0", "payload-hash-mismatch")]
     assert inst.staged() == []
     assert inst.leftovers() == []
     assert inst.site.audit()[-1].outcome is Outcome.FAILED
@@ -551,7 +554,8 @@ def test_the_cli_refuses_a_bad_bundle_with_the_failed_check_and_exit_code_2(
     code, out, _ = _cli(inst, capsys, "check", "--json")
     assert code == 0
     assert json.loads(out)["newer"] == []
-    assert json.loads(out)["releases"][0]["state"] == "failed (payload-hash-mismatch)"
+    assert json.loads(out)["releases"] == []
+    assert json.loads(out)["failed_imports"][0]["failed_check"] == "payload-hash-mismatch"
 
 
 def test_the_cli_import_is_refused_while_another_import_runs(

@@ -139,15 +139,30 @@ def cmd_check(args: argparse.Namespace) -> int:
                 }
                 for r in queries.list_releases(db)
             ]
+            failed: list[dict[str, Any]] = [
+                {
+                    "import_id": f.import_id,
+                    "filename": f.filename,
+                    "claimed_version": f.claimed_version,
+                    "failed_check": f.failed_check,
+                    "at": f.at.isoformat(),
+                }
+                for f in queries.list_failed_imports(db, limit=5)
+            ]
     finally:
         engine.dispose()
     newer = [row["version"] for row in rows if row["available"]]
     if args.json:
-        print(json.dumps({"installed": installed, "releases": rows, "newer": newer}, indent=2))
+        report = {"installed": installed, "releases": rows, "newer": newer, "failed_imports": failed}
+        print(json.dumps(report, indent=2))
         return 0
     print(f"installed release: {installed or 'not recorded yet'}")
     for row in rows:
         print(f"  {row['version']:12} {row['channel']:10} {row['release_date']}  {row['state']}")
+    for f in failed:
+        claimed = f"claims {f['claimed_version']}" if f["claimed_version"] else "no version"
+        check = f["failed_check"] or "refused"
+        print(f"  failed import {f['import_id']} of {f['filename']} ({claimed}): {check}")
     if newer:
         print(f"newer release available: {', '.join(newer)} (corral-updater plan {newer[0]})")
     else:

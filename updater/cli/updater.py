@@ -168,6 +168,12 @@ def cmd_history(args: argparse.Namespace) -> int:
             )
             release = r.target_release.version
             print(f"{r.id}  {release:12} {r.state!s:10} {r.created_by:16} {started}  {durations}")
+        failed = queries.list_failed_imports(db, limit=args.limit)
+        if failed:
+            print("failed imports:")
+        for f in failed:
+            claimed = f"{f.claimed_version} (claimed)" if f.claimed_version else "no version"
+            print(f"{f.import_id}  {f.at:%Y-%m-%d %H:%M}Z  {f.actor:16} {f.filename}  {claimed}  {f.message}")
         return 0
 
     return _with_db(_config(args), work)
@@ -313,7 +319,7 @@ def _add_accounts(commands: Any) -> None:
 
 def _add_reading_and_processes(commands: Any) -> None:
     commands.add_parser("migrate", help="bring the database schema up to date").set_defaults(func=cmd_migrate)
-    history = commands.add_parser("history", help="past rollouts with per-node durations")
+    history = commands.add_parser("history", help="past rollouts with per-node durations, and failed imports")
     history.add_argument("--limit", type=int, default=20)
     history.add_argument("--json", action="store_true")
     history.set_defaults(func=cmd_history)

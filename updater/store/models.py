@@ -159,6 +159,26 @@ class ReleaseCheck(Base):
     release: Mapped[Release] = relationship(back_populates="checks")
 
 
+class FailedImport(Base):
+    """An uploaded bundle that failed an import: never a release, so it reserves no version.
+
+    ``claimed_version`` is what the bundle's unverified manifest says (``None`` when it has none): shown to
+    the operator, never trusted. A ``releases`` row exists only for a bundle that verified and was staged,
+    or that the signed channel metadata offers.
+    """
+
+    __tablename__ = "failed_imports"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    import_id: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    filename: Mapped[str] = mapped_column(sa.String(255))  # the display name: no control characters
+    actor: Mapped[str] = mapped_column(sa.String(64))
+    claimed_version: Mapped[str | None] = mapped_column(sa.String(64))
+    failed_check: Mapped[str | None] = mapped_column(sa.String(64))  # None: refused before any check ran
+    message: Mapped[str] = mapped_column(sa.Text, default="")
+    at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+
+
 class ReleaseDownload(Base):
     """Progress of the latest download of a release from the channel, for the UI (one row per release)."""
 

@@ -18,6 +18,7 @@ from updater.domain.states import NodeState, RolloutState
 from updater.store.models import (
     ApiToken,
     AuditEntry,
+    FailedImport,
     Outcome,
     Release,
     ReleaseCheck,
@@ -161,6 +162,40 @@ def list_releases(session: Session) -> Sequence[Release]:
     return session.scalars(
         sa.select(Release).options(selectinload(Release.checks)).order_by(Release.release_date.desc())
     ).all()
+
+
+def add_failed_import(
+    session: Session,
+    *,
+    import_id: str,
+    filename: str,
+    actor: str,
+    claimed_version: str | None,
+    failed_check: str | None,
+    message: str,
+    at: datetime | None = None,
+) -> FailedImport:
+    """Keep an import that failed (a repeated task for the same import keeps the first record)."""
+    query = sa.select(FailedImport).where(FailedImport.import_id == import_id)
+    existing = session.scalars(query).one_or_none()
+    if existing is not None:
+        return existing
+    failed = FailedImport(
+        import_id=import_id,
+        filename=filename[:255],
+        actor=actor[:64],
+        claimed_version=claimed_version[:64] if claimed_version else None,
+        failed_check=failed_check,
+        message=message,
+        at=at or utcnow(),
+    )
+    session.add(failed)
+    session.flush()
+    return failed
+
+
+def list_failed_imports(session: Session, *, limit: int = 20) -> Sequence[FailedImport]:
+    return session.scalars(sa.select(FailedImport).order_by(FailedImport.id.desc()).limit(limit)).all()
 
 
 def installed_release(session: Session) -> Release | None:

@@ -38,13 +38,16 @@ def _wants_json() -> bool:
 @releases_ui.get("/import")
 @requires(Role.VIEWER)
 def import_form() -> str:
-    config = web_context().config
-    holder = imports.lock_holder(config)
+    context = web_context()
+    holder = imports.lock_holder(context.config)
+    with transaction(context.sessions) as db:
+        failed = queries.list_failed_imports(db)
     return render_template(
         "import.html",
         holder=imports.describe_holder(holder) if holder else None,
-        max_bytes=config.max_upload_bytes,
+        max_bytes=context.config.max_upload_bytes,
         field=FIELD,
+        failed=failed,
     )
 
 

@@ -12,9 +12,9 @@ The web app, the API and ``corral-updater import`` all go through here:
 3. :func:`stage` (the Celery task ``corral.stage_upload``, or the CLI directly) runs the one verifier,
    :func:`updater.services.bundles.staging.verify_and_stage`, and records a ``releases`` row with one check
    per
-   verification check: a passing bundle is staged under ``home/staging/<version>``; a failing one keeps its
-   failed check on record (when its manifest names a version) and nothing is staged. Either way the spool
-   file is removed and the lock released.
+   verification check: a passing bundle is staged under ``home/staging/<version>``; a failing one is kept
+   as a failed import, never as a release (it reserves no version), and nothing is staged. Either way the
+   spool file is removed and the lock released.
 
 Progress and the result of each import are kept in ``imports/<id>.json`` for the page and the API to poll.
 """
@@ -579,7 +579,22 @@ def stage(
         outcome=Outcome.OK if status.state == "staged" else Outcome.FAILED,
         detail=f"{status.import_id}: {status.message}",
     )
+    if status.state == "failed":
+        _keep_failed_import(sessions, status)
     return status
+
+
+def _keep_failed_import(sessions: sessionmaker[Session], status: ImportStatus) -> None:
+    with transaction(sessions) as db:
+        queries.add_failed_import(
+            db,
+            import_id=status.import_id,
+            filename=status.filename,
+            actor=status.actor,
+            claimed_version=status.version,
+            failed_check=status.checks[0].name if status.checks else None,
+            message=status.message,
+        )
 
 
 def _verify_stage_record(
@@ -605,13 +620,8 @@ def _verify_stage_record(
     except VerificationError as error:
         failed = [CheckOutcome(error.check, False, error.message)]
         version = head[0] if head else None
-        if head is not None and error.check != "already-staged":
-            with transaction(sessions) as db:
-                existing = queries.find_release(db, head[0])
-                if existing is None or existing.staged_path is None:
-                    _record(
-                        db, version=head[0], channel=head[1], release_date=head[2], checks=failed, staged=None
-                    )
+        # stage() keeps it as a failed import, never as a release: a release row would reserve the version
+        # its unverified manifest claims, and the channel check would never offer the genuine release.
         return replace(status, state="failed", version=version, checks=tuple(failed), message=str(error))
     manifest = staged.verified.manifest
     details = _details(staged, installed_version)
