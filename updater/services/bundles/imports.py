@@ -22,7 +22,6 @@ Progress and the result of each import are kept in ``imports/<id>.json`` for the
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import secrets
@@ -45,6 +44,7 @@ from updater.domain.keyring import TrustStore
 from updater.domain.license import parse_entitlement_key
 from updater.domain.manifest import parse_manifest
 from updater.domain.tarformat import BLOCK, parse_header
+from updater.services import filelocks
 from updater.services.accounts import audit
 from updater.services.bundles import reader
 from updater.services.bundles.staging import StagedRelease, verify_and_stage
@@ -222,9 +222,7 @@ def lock_holder(config: ServiceConfig) -> dict[str, Any] | None:
 
 def _is_stale(config: ServiceConfig, handle: Any, holder: dict[str, Any] | None, now: datetime) -> bool:
     """A lock nobody holds an flock on is stale unless it is a fresh hand-over waiting for the worker."""
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
+    if not filelocks.try_lock(handle):
         return False  # a live web thread or worker is on it
     if holder is None or holder.get("phase") != "queued":
         return True  # being uploaded or staged, yet its process is gone
@@ -280,26 +278,11 @@ def _create_lock(path: Path, holder: dict[str, Any]) -> Any:
     filled afterwards was read in between by a second import (an empty holder, "import ? of '?'"), and
     one that came before the flock would have judged it stale and removed it.
     """
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    handle = os.fdopen(os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600), "r+b")
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
-        _rewrite_lock(handle, holder)
-        os.link(tmp, path)
-    except BaseException:
-        handle.close()
-        raise
-    finally:
-        tmp.unlink(missing_ok=True)
-    return handle
+    return filelocks.create_locked(path, json.dumps(holder).encode())
 
 
 def _rewrite_lock(handle: Any, holder: dict[str, Any]) -> None:
-    handle.seek(0)
-    handle.truncate()
-    handle.write(json.dumps(holder).encode())
-    handle.flush()
-    os.fsync(handle.fileno())
+    filelocks.rewrite(handle, json.dumps(holder).encode())
 
 
 def _release_lock(config: ServiceConfig, import_id: str) -> None:
@@ -535,10 +518,8 @@ def _worker_lock(config: ServiceConfig, import_id: str) -> Iterator[None]:
     except FileNotFoundError:
         raise ImportRefused(f"import {import_id} no longer holds the import lock (abandoned)") from None
     with handle:
-        try:
-            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ImportRefused(f"import {import_id}: another process holds the import lock") from None
+        if not filelocks.try_lock(handle):
+            raise ImportRefused(f"import {import_id}: another process holds the import lock")
         holder = lock_holder(config) or {}
         if holder.get("import_id") != import_id:
             raise ImportRefused(f"import {import_id} no longer holds the import lock (abandoned)")

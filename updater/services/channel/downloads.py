@@ -20,7 +20,6 @@ download (staged, failed, interrupted) are returned and audited.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -36,6 +35,7 @@ from updater.config import ServiceConfig
 from updater.domain.errors import VerificationError
 from updater.domain.inventory import InventoryError
 from updater.domain.semver import parse_version
+from updater.services import filelocks
 from updater.services.accounts import audit
 from updater.services.bundles.staging import StagedRelease, verify_and_stage
 from updater.services.channel.client import ChannelClient, ChannelError, DownloadIncomplete, Release
@@ -138,38 +138,20 @@ def _prepare(config: ServiceConfig, sessions: sessionmaker[Session], version: st
 def download_active(config: ServiceConfig, version: str) -> bool:
     """Whether a process is downloading ``version`` now. A record left ``running`` by a killed worker is not:
     the kernel released its lock, and the next download of the release resumes its partial file."""
-    lock = config.downloads_dir / f"{version}.lock"
-    try:
-        fd = os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
+    return filelocks.is_held(config.downloads_dir / f"{version}.lock")
 
 
 @contextmanager
 def _exclusive(downloads_dir: Path, version: str) -> Iterator[None]:
     """Hold ``<version>.lock`` for the whole download; refuse while another process holds it."""
     downloads_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(downloads_dir / f"{version}.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "another process"
-            raise DownloadRefused(
-                f"release {version} is already being downloaded (by pid {holder})"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        held = filelocks.take(downloads_dir / f"{version}.lock", holder=f"{os.getpid()}")
+    except filelocks.Busy as busy:
+        holder = busy.holder or "another process"
+        raise DownloadRefused(f"release {version} is already being downloaded (by pid {holder})") from None
+    with held:
         yield
-    finally:
-        os.close(fd)  # closing releases the lock; the file stays (unlinking it would race another opener)
 
 
 class _Progress:

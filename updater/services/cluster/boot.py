@@ -19,13 +19,14 @@ write carrying a lower one. A write with the same token is the same writer and i
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Protocol
+
+from updater.services import filelocks
 
 # Backends are found by name among the installed package's entry points (pyproject.toml), so choosing one is
 # configuration and this module never imports a backend's code (the lab's lives in updater.lab).
@@ -96,8 +97,7 @@ def fenced(directory: Path, node: str, token: int) -> Iterator[None]:
     """
     _check_token(token)
     directory.mkdir(parents=True, exist_ok=True)
-    with open(directory / FENCE_LOCK, "a", encoding="ascii") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with filelocks.take(directory / FENCE_LOCK, wait=True, mode=0o644):
         highest = read_fence(directory)
         if highest is not None and token < highest:
             raise StaleBootToken(

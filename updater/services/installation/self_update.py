@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import email.parser
-import fcntl
 import hashlib
 import json
 import logging
@@ -54,6 +53,7 @@ from updater.config import ServiceConfig, known_secrets
 from updater.domain.errors import VerificationError
 from updater.domain.manifest import parse_manifest
 from updater.domain.semver import Version, parse_version
+from updater.services import filelocks
 from updater.services.accounts import audit
 from updater.services.bundles.staging import StagedRelease
 from updater.store.db import current_revision, make_engine
@@ -313,17 +313,14 @@ def _locked(home: Path) -> Iterator[None]:
         raise SelfUpdateError(f"{home} is not an update service home (run `corral-updater init`)")
     root = venvs_dir(home)
     _make_dir(lambda: root.mkdir(mode=0o755, exist_ok=True))
-    fd = _make_dir(lambda: os.open(root / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600))
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise SelfUpdateError(
-                "another self-update is running on this home; try again when it is done"
-            ) from None
+        held = _make_dir(lambda: filelocks.take(root / LOCK_FILE))
+    except filelocks.Busy:
+        raise SelfUpdateError(
+            "another self-update is running on this home; try again when it is done"
+        ) from None
+    with held:
         yield
-    finally:
-        os.close(fd)
 
 
 def _make_dir(make: Callable[[], _T]) -> _T:

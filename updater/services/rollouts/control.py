@@ -14,8 +14,6 @@ refusal in a transaction of its own (``audit.record_separately``), as it does fo
 
 from __future__ import annotations
 
-import fcntl
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +27,7 @@ from sqlalchemy.orm import Session
 
 from updater.config import ServiceConfig
 from updater.domain.states import BROKEN_STATES, FINAL_ROLLOUT_STATES, RolloutState
+from updater.services import filelocks
 from updater.services.accounts import audit
 from updater.services.cluster import view as cluster_view
 from updater.services.cluster.access import (
@@ -305,22 +304,16 @@ def starting(config: ServiceConfig, actor: str, version: str) -> Iterator[None]:
     finds the first one starting (:class:`RolloutConflict` naming who) or finds its committed rollout. The
     guard is an ``flock``: a process that dies holding it lets go with its last breath.
     """
-    fd = os.open(Path(config.home) / START_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-    with os.fdopen(fd, "r+b") as handle:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = handle.read(512).decode(errors="replace").strip() or "another start (just begun)"
-            raise RolloutConflict(holder, f"another rollout is being started: {holder}") from None
-        since = datetime.now(UTC).isoformat(timespec="seconds")
-        handle.write(f"{actor} is starting a rollout to {version} since {since}".encode())
-        handle.flush()
-        try:
-            yield
-        finally:
-            handle.seek(0)
-            handle.truncate()
-            handle.flush()
+    since = datetime.now(UTC).isoformat(timespec="seconds")
+    try:
+        held = filelocks.take(
+            Path(config.home) / START_LOCK, holder=f"{actor} is starting a rollout to {version} since {since}"
+        )
+    except filelocks.Busy as busy:
+        holder = busy.holder or "another start (just begun)"
+        raise RolloutConflict(holder, f"another rollout is being started: {holder}") from None
+    with held:
+        yield
 
 
 def start(config: ServiceConfig, db: Session, version: str, actor: str, enqueue: Enqueue) -> str:
