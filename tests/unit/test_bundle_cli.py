@@ -276,3 +276,23 @@ def test_build_with_bad_input_fails_clearly_and_writes_nothing(vendor_dir: Path,
     assert sorted(p.name for p in tmp_path.iterdir()) == ["V", "art"], (
         "no bundle or temporary file may remain"
     )
+
+
+def test_encrypting_with_another_licenses_entitlement_key_is_refused_and_writes_nothing(
+    vendor_dir: Path, tmp_path: Path
+) -> None:
+    bundle = build(tmp_path)
+    run("sign", bundle, "--vendor", vendor_dir)
+    issue(vendor_dir, tmp_path / "L", "--id", "lic-a")
+    issue(vendor_dir, tmp_path / "L", "--id", "lic-b")
+    enc = tmp_path / "b.enc"
+    result = run(
+        "encrypt", bundle, "--license", tmp_path / "L/lic-a.license",
+        "--entitlement-key", tmp_path / "L/lic-b.key", "--out", enc, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("FAILED license-mismatch: "), result.stderr
+    assert "lic-b.key is not the entitlement key of license lic-a" in result.stderr
+    assert "nothing was written" in result.stderr
+    assert not enc.exists()
+    assert list(tmp_path.glob(".b.enc*")) == []

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from updater.domain import aead
-from updater.domain.errors import MalformedDocument, VerificationError
+from updater.domain.errors import LicenseMismatch, MalformedDocument, VerificationError
 from updater.domain.keyring import TrustStore, parse_keyring_payload
-from updater.domain.license import parse_entitlement_key
+from updater.domain.license import check_entitlement_key, parse_entitlement_key
 from updater.domain.signing import open_envelope
 from updater.services.bundles import reader, staging
 from updater.services.vendor import keys as vendor
@@ -250,13 +250,19 @@ def cmd_license_issue(args: argparse.Namespace) -> int:
 
 
 def cmd_encrypt(args: argparse.Namespace) -> int:
-    license_id = reader.unverified_license_id(_read(args.license, "license"))
+    lic = reader.unverified_license(_read(args.license, "license"))
+    key = read_entitlement_key(args.entitlement_key)
+    try:
+        # Encrypted with another license's key, the bundle could never be opened with this license's key.
+        check_entitlement_key(lic, key)
+    except LicenseMismatch:
+        raise LicenseMismatch(
+            f"{args.entitlement_key} is not the entitlement key of license {lic.license_id} "
+            f"({args.license}); nothing was written"
+        ) from None
+    license_id = lic.license_id
     writer.encrypt_file(
-        args.bundle,
-        args.out,
-        license_id=license_id,
-        entitlement_key=read_entitlement_key(args.entitlement_key),
-        chunk_size=args.chunk_size,
+        args.bundle, args.out, license_id=license_id, entitlement_key=key, chunk_size=args.chunk_size
     )
     print(f"encrypted {args.bundle} to license {license_id}: {args.out}")
     return EXIT_OK

@@ -282,11 +282,16 @@ def open_bundle(path: Path, inst: Installation) -> Iterator[tuple[_Source, str |
 
 
 def unverified_license_id(document: bytes) -> str:
+    return unverified_license(document).license_id
+
+
+def unverified_license(document: bytes) -> License:
+    """The license a document carries, its signature not checked (the caller checks or does not need to)."""
     try:
         payload, _ = open_envelope(document, what="license", error=LicenseInvalid)
     except MalformedDocument as exc:
         raise LicenseInvalid(exc.message) from None
-    return parse_license_payload(payload).license_id
+    return parse_license_payload(payload)
 
 
 def _expect(reader: _TarReader, name: str) -> TarMember:
