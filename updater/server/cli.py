@@ -171,7 +171,9 @@ def cmd_serve(args: argparse.Namespace) -> None:
         threading.Thread(target=_keep_timestamps_fresh, args=(home, every, stop), daemon=True).start()
     app = create_app(home, replay_window_seconds=args.replay_window)
     try:
-        serve(app, host=args.host, port=args.port, cert=args.cert, key=args.key, threads=args.threads)
+        serve(
+            app, home.path, host=args.host, port=args.port, cert=args.cert, key=args.key, threads=args.threads
+        )
     finally:
         stop.set()
 

@@ -7,14 +7,27 @@ The launcher itself is shared with the update service's web app (:mod:`updater.h
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 from flask import Flask
 
 from updater.https import server as tlsserve
 
 
-def serve(app: Flask, *, host: str, port: int, cert: str, key: str, threads: int = 8) -> None:
-    """Serve until SIGTERM/SIGINT; TLS 1.2+ only (gunicorn's default context)."""
-    options = tlsserve.tls_options(
-        bind=tlsserve.bind_address(host, port), cert=cert, key=key, threads=threads, graceful_timeout=5
+def gunicorn_options(
+    home: Path, *, host: str, port: int, cert: str, key: str, threads: int = 8
+) -> dict[str, Any]:
+    return tlsserve.tls_options(
+        bind=tlsserve.bind_address(host, port),
+        cert=cert,
+        key=key,
+        threads=threads,
+        home=home,
+        graceful_timeout=5,
     )
-    tlsserve.serve(app, options)
+
+
+def serve(app: Flask, home: Path, *, host: str, port: int, cert: str, key: str, threads: int = 8) -> None:
+    """Serve until SIGTERM/SIGINT; TLS 1.2+ (AEAD suites only on 1.2); the control socket under ``home``."""
+    tlsserve.serve(app, gunicorn_options(home, host=host, port=port, cert=cert, key=key, threads=threads))

@@ -22,6 +22,7 @@ def gunicorn_options(config: ServiceConfig, *, bind: str | None = None, threads:
         cert=str(config.cert_path),
         key=str(config.key_path),
         threads=threads,
+        home=config.home,
         graceful_timeout=10,
     )
 
