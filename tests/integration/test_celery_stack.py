@@ -9,71 +9,24 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import socket
 import subprocess
-import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Any
 
 import pytest
 import requests
 
-from tests.support.net import free_port
+from tests.support.net import free_port, listening
 from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
+from tests.support.service_stack import CLI, ServiceProcess, Worker, wait_for
 from updater.config import ServiceConfig, load_config
 from updater.services.jobs import TASK_CHECK_CHANNEL, TASK_RECORD_AUDIT
 from updater.store import queries as q
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import AuditEntry, Outcome
 from updater.tasks.app import CHANNEL_CHECK_ENTRY, make_celery
-
-CLI = str(Path(sys.executable).with_name("corral-updater"))
-
-
-class Process:
-    """A child process in its own session, so stopping it also stops what it forked (Celery's pool)."""
-
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.log = log
-        self._handle = log.open("wb")
-        self.proc = subprocess.Popen(
-            args, stdout=self._handle, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def output(self) -> str:
-        return self.log.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.alive():
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        self._handle.close()
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, process: Process | None = None) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        result = condition()
-        if result:
-            return result
-        if process is not None and not process.alive():
-            raise AssertionError(f"{what}: the process exited:\n{process.output()[-3000:]}")
-        time.sleep(0.2)
-    raise AssertionError(
-        f"{what}: not within {timeout} s" + (f"\n{process.output()[-3000:]}" if process else "")
-    )
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -99,7 +52,7 @@ def stack(
         )  # fmt: skip
         password = re.search(r"password: (\S+)", init.stdout)
         assert password is not None
-        worker = Process([CLI, "--home", str(home), "worker", "--concurrency", "1"], root / "worker.log")
+        worker = Worker(home, root / "worker.log")
         cleanup.callback(worker.stop)
         config = load_config(home)
         celery = make_celery(config)
@@ -162,7 +115,7 @@ def test_beat_runs_the_channel_check_on_its_configured_interval(stack: dict[str,
     schedule = stack["celery"].conf.beat_schedule[CHANNEL_CHECK_ENTRY]
     assert schedule["task"] == TASK_CHECK_CHANNEL
     assert schedule["schedule"].total_seconds() == 1
-    beat = Process([CLI, "--home", str(stack["home"]), "beat"], stack["home"].parent / "beat.log")
+    beat = ServiceProcess([CLI, "--home", str(stack["home"]), "beat"], stack["home"].parent / "beat.log")
     try:
         checks = wait_for(
             lambda: [e for e in audit_entries(stack["config"]) if e.action == "channel.check"][2:],
@@ -180,7 +133,7 @@ def test_beat_runs_the_channel_check_on_its_configured_interval(stack: dict[str,
 
 def test_the_web_app_serves_https_only_with_the_init_certificate(stack: dict[str, Any]) -> None:
     config: ServiceConfig = stack["config"]
-    web = Process([CLI, "--home", str(stack["home"]), "web"], stack["home"].parent / "web.log")
+    web = ServiceProcess([CLI, "--home", str(stack["home"]), "web"], stack["home"].parent / "web.log")
     host, port = config.bind.rsplit(":", 1)
     base = f"https://{host}:{port}"
     browser = requests.Session()
@@ -188,7 +141,7 @@ def test_the_web_app_serves_https_only_with_the_init_certificate(stack: dict[str
     # `verify` loses to REQUESTS_CA_BUNDLE from the environment.
     ca = str(config.cert_path)
     try:
-        wait_for(lambda: _connects(host, int(port)), 60, "web service listening", web)
+        wait_for(lambda: listening(host, int(port)), 60, "web service listening", web)
         login_page = browser.get(f"{base}/login", timeout=10, verify=ca)
         token = re.search(r'name="csrf_token" value="([^"]+)"', login_page.text)
         assert token is not None
@@ -212,11 +165,3 @@ def test_the_web_app_serves_https_only_with_the_init_certificate(stack: dict[str
     finally:
         web.stop()
     assert stack["password"] not in web.output()
-
-
-def _connects(host: str, port: int) -> bool:
-    try:
-        socket.create_connection((host, port), timeout=0.5).close()
-        return True
-    except OSError:
-        return False

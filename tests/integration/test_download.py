@@ -12,7 +12,6 @@ import datetime as dt
 import os
 import re
 import signal
-import sys
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,10 +21,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.conftest import Tls, UpdateServer, Vendor
-from tests.integration.test_celery_stack import Process, wait_for
 from tests.integration.test_channel_check import make_site, publish, sessions_of
 from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
+from tests.support.service_stack import Worker, wait_for
 from updater.config import ServiceConfig
 from updater.services.channel import downloads
 from updater.services.channel.check import check_channel
@@ -35,7 +34,6 @@ from updater.store.db import transaction
 from updater.store.models import DownloadState, Outcome, ReleaseSource
 from updater.tasks.app import make_celery
 
-CLI = str(Path(sys.executable).with_name("corral-updater"))
 MIB = 1024 * 1024
 RATE = 3 * MIB  # bytes per second: slow enough to stop the worker mid-way on loopback
 
@@ -81,8 +79,8 @@ def progress_of(sessions: sessionmaker[Session], version: str) -> tuple[Download
         return record.state, record.bytes_done, record.bytes_total, record.resumed_from
 
 
-def start_worker(config: ServiceConfig, log: Path) -> Process:
-    worker = Process([CLI, "--home", str(config.home), "worker", "--concurrency", "1"], log)
+def start_worker(config: ServiceConfig, log: Path) -> Worker:
+    worker = Worker(config.home, log)
     celery = make_celery(config)
     try:
         wait_for(lambda: celery.control.ping(timeout=0.5), 60, "worker ready", worker)

@@ -10,10 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from tests.integration.conftest import Tls, UpdateServer, Vendor
-from tests.integration.test_celery_stack import wait_for
 from tests.integration.test_channel_check import make_site, publish, sessions_of
 from tests.integration.test_download import start_worker
 from tests.support.redis_server import RedisServer
+from tests.support.service_stack import wait_for
 from tests.unit.test_web import HttpsClient, bearer, csrf_from, login
 from updater.services.accounts import auth
 from updater.services.channel.check import check_channel
