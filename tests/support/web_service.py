@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,8 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.support.net import free_port, listening
-
-CLI = str(Path(sys.executable).with_name("corral-updater"))
+from tests.support.service_stack import CLI
 
 
 @dataclass(frozen=True)
