@@ -139,7 +139,7 @@ def test_a_test_imported_into_another_module_keeps_the_spec_of_where_it_is_defin
     )
     report = pytester.path / "report.xml"
     pytester.runpytest(f"--junitxml={report}").assert_outcomes(passed=2)
-    specs = sorted(p.get("value") for p in ET.parse(report).getroot().iter("property"))  # noqa: S314
+    specs = sorted(p.get("value", "") for p in ET.parse(report).getroot().iter("property"))  # noqa: S314
     assert specs == ["test_spec.py::test_one", "test_spec.py::test_one[b]"]
 
 
