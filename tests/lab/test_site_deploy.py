@@ -394,7 +394,10 @@ def test_a_drained_vip_moves_before_anything_stops(deployed: Deployment) -> None
         flush=True,
     )
     assert poller.successes
-    assert slowest[0] < 2.0, f"a GET in flight when the VIP moved hung {slowest[0]:.1f} s ({slowest[1]})"
+    # A reply left hanging on the old holder waits out the client's read timeout (no retries): judged by that
+    # outcome, not by a bound on the slowest GET (printed above as a figure).
+    hung = [outcome for _, outcome in getter.requests if "Timeout" in outcome]
+    assert not hung, f"GETs in flight when the VIP moved hung until their read timeout: {hung}"
     assert all(outcome != "wrong body" for _, outcome in getter.requests)
 
 
