@@ -50,7 +50,7 @@ def pytest_runtest_makereport(
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     report = yield
     if hasattr(report, "wasxfail"):
-        reason = report.wasxfail.removeprefix("reason: ").strip()
+        reason = report.wasxfail.removeprefix("reason: ").removeprefix("[NOTRUN] ").strip()
         if report.passed:  # XPASS of an xfail(strict=False): the mark is stale
             report.outcome = "failed"
             report.longrepr = f"[XPASS] marked xfail ({reason!r}) but passed: remove the mark"

@@ -57,10 +57,13 @@ def test_an_xfail_that_fails_for_an_unlisted_reason_fails(pytester: pytest.Pytes
         @pytest.mark.xfail(reason="an accepted reason")
         def test_listed():
             assert False
+        @pytest.mark.xfail(run=False, reason="an accepted reason")
+        def test_listed_not_run():
+            assert False
         """
     )
     result = pytester.runpytest()
-    result.assert_outcomes(failed=2, xfailed=1)
+    result.assert_outcomes(failed=2, xfailed=2)
     result.stdout.fnmatch_lines(["*xfail not allowed*flaky on CI*", "*xfail not allowed*not done yet*"])
 
 
