@@ -18,6 +18,7 @@ import pytest
 from tests.integration.conftest import UpdateServer, Vendor
 from updater.domain import license as license_mod
 from updater.domain.semver import parse_version
+from updater.server.config import ServerHome
 from updater.services.channel import client as ch
 from updater.services.channel.client import ChannelClient, pull_and_stage
 from updater.services.vendor import writer
@@ -203,17 +204,19 @@ def test_a_payload_with_a_changed_byte_is_refused_by_the_tuf_hash(
     assert site.staged() == []
 
 
-def test_replayed_old_channel_metadata_after_expiry_is_a_freeze_and_refused(
+def test_a_timestamp_past_its_signed_expiry_is_a_freeze_and_refused(
     make_server, vendor: Vendor, tmp_path: Path, bundle_110: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    server = make_server(channels=("stable",), timestamp_expiry=3)
+    server = make_server(channels=("stable",))
     site = Site(server, vendor, tmp_path / "site", "lic-freeze")
     site.client.refresh()  # fresh: fine
-    time.sleep(4.5)  # the vendor's server stops re-signing; it keeps serving the now expired timestamp
-    publish(server, bundle_110)  # ... or an attacker replays it: either way the signed expiry has passed
-    (server.metadata_dir("stable") / "timestamp.json").write_bytes(
-        (tmp_path / "site" / "state" / "stable" / "metadata" / "timestamp.json").read_bytes()
-    )
+    publish(server, bundle_110)
+    # The timestamp the server now serves was signed an hour longer ago than its life: the vendor's signing
+    # stopped (or an attacker replays an old one). Its expiry is past by its own signature, not by waiting.
+    repository = ServerHome.load(server.home).repository("stable")
+    signed_at = dt.datetime.now(dt.UTC) - repository.expiry.timestamp - dt.timedelta(hours=1)
+    with repository.locked():
+        repository.refresh_timestamp(now=signed_at)
     with pytest.raises(ch.MetadataExpired, match="frozen or serving replayed old metadata"):
         site.pull()
     assert site.staged() == []
@@ -330,10 +333,20 @@ def test_publishing_an_unsigned_bundle_is_refused(
 def test_a_serving_server_keeps_its_short_lived_timestamp_fresh(
     make_server, vendor: Vendor, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
-    server = make_server(channels=("stable",), timestamp_expiry=3, start=False)
+    server = make_server(channels=("stable",), timestamp_expiry=60, start=False)
+    signed = ServerHome.load(server.home).repository("stable").timestamp
+    first = signed().signed
     server.start("--refresh-timestamp-every", "1")
     site = Site(server, vendor, tmp_path / "site", "lic-fresh")
     site.client.refresh()
-    time.sleep(4.5)  # longer than the timestamp's life: only re-signing keeps the channel usable
+    # Waits for the server's own re-signing (twice), not for the clock to pass an expiry.
+    deadline = time.monotonic() + 60  # a hang guard only
+    while signed().signed.version < first.version + 2:
+        assert time.monotonic() < deadline, "the server did not re-sign its timestamp"
+        time.sleep(0.05)
+    latest = signed().signed
+    assert latest.expires > first.expires  # each re-signing moves the expiry on
     site.client.refresh()
+    seen = json.loads((tmp_path / "site" / "state" / "stable" / "metadata" / "timestamp.json").read_bytes())
+    assert seen["signed"]["version"] >= latest.version
     assert site.client.releases() == []
