@@ -38,6 +38,12 @@ DEFAULT_MAX_UPLOAD_BYTES = 8 * 1024**3  # a bundle carries a whole node image
 _ALLOWED_DB_SCHEMES = ("sqlite", "postgresql+psycopg")
 _CHANNEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 CHANNEL_ROOT_FILE = "channel-root.json"
+# The trust directory's files (read and saved through updater.services.installation.trust); defined here, the
+# one module below the services that knows the home's layout, because known_secrets reads the entitlement key.
+TRUST_ROOT_FILE = "trust-root.json"
+KEYRING_FILE = "keyring.json"
+LICENSE_FILE = "license.json"
+ENTITLEMENT_KEY_FILE = "entitlement-key"
 
 
 class ConfigError(Exception):
@@ -241,7 +247,7 @@ def known_secrets(config: ServiceConfig) -> list[str]:
     redis_password = urlsplit(config.redis_url).password
     if redis_password:
         values.append(redis_password)
-    key_file = config.trust_dir / "entitlement-key"
+    key_file = config.trust_dir / ENTITLEMENT_KEY_FILE
     if key_file.exists():
         values.append(key_file.read_text().strip())
     return [value for value in values if value]

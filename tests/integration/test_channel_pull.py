@@ -16,11 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.conftest import UpdateServer, Vendor
-from updater.domain import license as license_mod
+from updater.domain.errors import UpgradePathNotAllowed
 from updater.domain.semver import parse_version
 from updater.server.config import ServerHome
+from updater.services.bundles import reader
 from updater.services.channel import client as ch
 from updater.services.channel.client import ChannelClient, pull_and_stage
+from updater.services.vendor import keys as vendor_keys
 from updater.services.vendor import writer
 
 MIB = 1024 * 1024
@@ -41,6 +43,12 @@ class Site:
         self.staging.mkdir(parents=True)
         self.base_images = root / "base-images"
         self.base_images.mkdir()
+        self.trust_dir = root / "trust"  # what corral-updater init writes
+        self.trust_dir.mkdir(mode=0o700)
+        (self.trust_dir / "trust-root.json").write_bytes(vendor.trust_root.read_bytes())
+        (self.trust_dir / "keyring.json").write_bytes(vendor.keyring.read_bytes())
+        (self.trust_dir / "license.json").write_bytes(self.license_file.read_bytes())
+        (self.trust_dir / "entitlement-key").write_bytes(self.key_file.read_bytes())
 
     def pull(self, installed: str = "1.0.0", version: str | None = None, **kwargs: object):  # type: ignore[no-untyped-def]
         return pull_and_stage(
@@ -48,9 +56,7 @@ class Site:
             installed_version=parse_version(installed),
             version=parse_version(version) if version else None,
             download_dir=self.downloads,
-            trust=self.vendor.trust(),
-            license_document=self.license_file.read_bytes(),
-            entitlement_key=license_mod.parse_entitlement_key(self.key_file.read_text()),
+            trust_dir=self.trust_dir,
             node_count=3,
             base_images_dir=self.base_images,
             staging_root=self.staging,
@@ -59,6 +65,19 @@ class Site:
 
     def staged(self) -> list[str]:
         return sorted(p.name for p in self.staging.iterdir())
+
+
+def carry_rotated_keyring(vendor: Vendor, bundle: Path, scratch: Path) -> bytes:
+    """Make ``bundle`` carry the keyring the vendor publishes after rotating in a new release key (as a
+    release after a rotation does); return that keyring. The rotation happens in a copy of the vendor's
+    directory so the session's vendor, and every other test's installation, keep trusting version 1."""
+    copy = scratch / "vendor-after-rotation"
+    shutil.copytree(vendor.directory, copy)
+    _new_key, keyring = vendor_keys.rotate_key(copy, now=dt.datetime.now(dt.UTC))
+    assert keyring.version > vendor.trust().keyring.version
+    head = reader.read_head(bundle)
+    writer.rewrite_head(bundle, head.signatures, keyring.envelope)  # signed by keys both keyrings hold
+    return keyring.envelope
 
 
 @pytest.fixture
@@ -120,6 +139,41 @@ def test_a_published_delta_bundle_is_pulled_and_rebuilt_over_the_installed_base(
     assert release.delta_base_sha256 == base_sha
     staged = site.pull()
     assert staged.image.read_bytes() == image.read_bytes()
+
+
+def test_a_pulled_bundle_carrying_a_rotated_keyring_leaves_the_installation_trusting_it(
+    server: UpdateServer, site: Site, vendor: Vendor, base_image: Path, tmp_path: Path
+) -> None:
+    bundle = vendor.build_bundle("1.7.0", image=vendor.image("image-1.7.0.tar", MIB, like=base_image))
+    rotated = carry_rotated_keyring(vendor, bundle, tmp_path)
+    publish(server, bundle)
+    installed = site.trust_dir / "keyring.json"
+    assert installed.read_bytes() == vendor.keyring.read_bytes()
+
+    staged = site.pull(version="1.7.0")
+
+    assert staged.verified.trust.keyring.envelope == rotated
+    assert installed.read_bytes() == rotated  # the next bundle may be signed by the new key alone
+    assert sorted(p.name for p in site.trust_dir.iterdir()) == [
+        "entitlement-key", "keyring.json", "license.json", "trust-root.json",
+    ]  # fmt: skip
+
+
+def test_a_pulled_bundle_carrying_a_rotated_keyring_that_fails_a_check_leaves_the_keyring_alone(
+    server: UpdateServer, site: Site, vendor: Vendor, base_image: Path, tmp_path: Path
+) -> None:
+    bundle = vendor.build_bundle(
+        "1.7.1", image=vendor.image("image-1.7.1.tar", MIB, like=base_image), upgrade_from=">=1.5.0"
+    )
+    carry_rotated_keyring(vendor, bundle, tmp_path)
+    publish(server, bundle)
+
+    with pytest.raises(UpgradePathNotAllowed, match=r"installed is 1\.0\.0"):  # the keyring verified first
+        site.pull(version="1.7.1")
+
+    assert (site.trust_dir / "keyring.json").read_bytes() == vendor.keyring.read_bytes()
+    assert site.staged() == []
+    assert list(site.downloads.iterdir()) == []
 
 
 def test_only_newer_releases_of_the_channel_are_offered(

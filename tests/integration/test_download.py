@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.integration.conftest import Tls, UpdateServer, Vendor
 from tests.integration.test_channel_check import make_site, publish, sessions_of
+from tests.integration.test_channel_pull import carry_rotated_keyring
 from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
 from tests.support.service_stack import Worker, wait_for
@@ -253,3 +254,40 @@ def test_a_release_the_channel_no_longer_lists_fails_with_the_channels_answer(
     result = downloads.download_release(config, sessions, version="2.0.0", actor="alice")
     assert (result.state, result.failed_check) == (DownloadState.FAILED, "unknown-release")
     assert "channel stable has no release 2.0.0" in result.message
+
+
+def test_a_downloaded_bundle_carrying_a_rotated_keyring_leaves_the_installation_trusting_it(
+    server: UpdateServer, vendor: Vendor, tls: Tls, tmp_path: Path
+) -> None:
+    bundle = vendor.build_bundle("1.6.0", image=vendor.image("download-image-1.6.0.tar", MIB))
+    rotated = carry_rotated_keyring(vendor, bundle, tmp_path)
+    publish(server, bundle)
+    config = make_site(tmp_path / "site", server, vendor, tls, "lic-rotation")
+    installed = config.trust_dir / "keyring.json"
+    assert installed.read_bytes() == vendor.keyring.read_bytes()  # version 1, as init wrote it
+    sessions = sessions_of(config)
+    check_channel(config, sessions, actor="beat")
+
+    result = downloads.download_release(config, sessions, version="1.6.0", actor="alice")
+
+    assert result.state is DownloadState.STAGED, result.message
+    assert installed.read_bytes() == rotated  # the next bundle may be signed by the new key alone
+    assert sorted(p.name for p in config.trust_dir.iterdir() if p.name.startswith(".")) == []
+
+
+def test_a_downloaded_bundle_carrying_a_rotated_keyring_that_fails_a_check_leaves_the_keyring_alone(
+    server: UpdateServer, vendor: Vendor, tls: Tls, tmp_path: Path
+) -> None:
+    bundle = vendor.build_bundle("1.6.1", image=vendor.image("download-image-1.6.1.tar", MIB))
+    carry_rotated_keyring(vendor, bundle, tmp_path)
+    publish(server, bundle)
+    # The license entitles 16 nodes; this cluster has 17: the keyring verifies, the license check refuses.
+    config = make_site(tmp_path / "site", server, vendor, tls, "lic-rotation-refused", nodes=17)
+    sessions = sessions_of(config)
+    check_channel(config, sessions, actor="beat")
+
+    result = downloads.download_release(config, sessions, version="1.6.1", actor="alice")
+
+    assert (result.state, result.failed_check) == (DownloadState.FAILED, "node-count-exceeded")
+    assert (config.trust_dir / "keyring.json").read_bytes() == vendor.keyring.read_bytes()
+    assert not (config.staging_dir / "1.6.1").exists()

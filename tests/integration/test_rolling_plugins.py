@@ -24,6 +24,7 @@ from updater.lab.boot_service import LabBootService
 from updater.lab.image import pack_canonical, sha256_file
 from updater.lab.release import Release
 from updater.services.cluster.lock import ClusterLock
+from updater.services.vendor import keys as vendor_keys
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -350,6 +351,71 @@ def test_a_tampered_bundle_is_refused_naming_the_check_and_leaves_nothing(
     assert "refused (payload-hash-mismatch)" in run.stdout
     assert list(staging.iterdir()) == []
     assert not (cluster.tmp / "releases").exists()
+
+
+def _stage_args(cluster: Cluster, bundle: Path, trust: Path) -> dict[str, Any]:
+    return {
+        "bundle": str(bundle),
+        "trust_dir": str(trust),
+        "staging_root": str(cluster.tmp / "staging"),
+        "releases_root": str(cluster.tmp / "releases"),
+        "installed_version": "1.2.0",
+        "node_count": 3,
+        "lab": LAB,
+        "lab_root": str(cluster.lab_root),
+    }
+
+
+def test_staging_a_bundle_carrying_a_rotated_keyring_leaves_the_trust_directory_trusting_it(
+    cluster: Cluster, collection_tarball: Path
+) -> None:
+    kit = bundle_kit.make_kit(cluster.tmp / "kit")
+    issued = bundle_kit.issue(kit)
+    trust = _trust_dir(kit, issued, cluster.tmp / "trust")  # trusts keyring version 1
+    new_key, rotated = vendor_keys.rotate_key(kit.vendor_dir, now=bundle_kit.NOW)
+    old_key = next(k for k in rotated.role_keys("release") if k != new_key)
+    artifacts = bundle_kit.make_artifacts(
+        cluster.tmp / "art", "1.3.0", image=_image(cluster.tmp / "art", "1.3.0")
+    )
+    artifacts.collection = collection_tarball
+    bundle = bundle_kit.build_bundle(
+        kit, "1.3.0", artifacts=artifacts, carry_keyring=True, keyids=[new_key, old_key]
+    )
+    assert (trust / "keyring.json").read_bytes() != rotated.envelope
+
+    run = cluster.playbook([{"corral.cloud.release_stage": _stage_args(cluster, bundle, trust)}])
+
+    assert run.returncode == 0, _result(run)
+    assert (trust / "keyring.json").read_bytes() == rotated.envelope
+    assert sorted(p.name for p in trust.iterdir()) == [
+        "entitlement-key", "keyring.json", "license.json", "trust-root.json",
+    ]  # fmt: skip
+
+
+def test_a_refused_bundle_carrying_a_rotated_keyring_leaves_the_trust_directory_alone(
+    cluster: Cluster,
+) -> None:
+    kit = bundle_kit.make_kit(cluster.tmp / "kit")
+    trust = _trust_dir(kit, bundle_kit.issue(kit), cluster.tmp / "trust")
+    before = (trust / "keyring.json").read_bytes()
+    vendor_keys.rotate_key(kit.vendor_dir, now=bundle_kit.NOW)
+    artifacts = bundle_kit.make_artifacts(
+        cluster.tmp / "art", "1.3.0", image=_image(cluster.tmp / "art", "1.3.0")
+    )
+    bundle = bundle_kit.build_bundle(kit, "1.3.0", artifacts=artifacts, carry_keyring=True)
+    members = bundle_kit.read_members(bundle)
+    tampered = [(n, d.replace(b"CORRAL_VERSION=1.3.0", b"CORRAL_VERSION=6.6.6")) for n, d in members]
+    assert tampered != members
+    bundle_kit.rebuild(bundle, tampered)
+
+    run = cluster.playbook([{"corral.cloud.release_stage": _stage_args(cluster, bundle, trust)}])
+
+    assert run.returncode != 0
+    assert (
+        "refused (payload-hash-mismatch)" in run.stdout
+    )  # the carried keyring verified; the payload did not
+    assert (trust / "keyring.json").read_bytes() == before
+    assert list((cluster.tmp / "staging").iterdir()) == []
 
 
 def test_bad_arguments_get_clear_messages(cluster: Cluster) -> None:

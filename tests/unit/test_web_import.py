@@ -24,6 +24,7 @@ from tests.unit.test_web import bearer, csrf_from, login, make_site
 from updater.cli.updater import main
 from updater.config import save_settings, write_secret_key
 from updater.services.bundles import imports
+from updater.services.vendor import keys as vendor
 from updater.services.vendor import writer
 from updater.store import queries as q
 from updater.store.db import transaction
@@ -615,3 +616,42 @@ def test_a_delta_bundle_is_rebuilt_over_its_base_image_from_the_home(inst: Insta
     assert status.state == "staged"
     assert "delta-base" in [c.name for c in status.checks]
     assert (inst.site.home / "staging" / "1.3.0" / "image.tar").read_bytes() == target.image.read_bytes()
+
+
+def test_an_imported_bundle_carrying_a_rotated_keyring_leaves_the_installation_trusting_it(
+    inst: Installation,
+) -> None:
+    installed = inst.site.home / "trust" / "keyring.json"
+    before = installed.read_bytes()
+    new_key, rotated = vendor.rotate_key(inst.kit.vendor_dir, now=kit_.NOW)
+    old_key = next(k for k in rotated.role_keys("release") if k != new_key)
+    bundle = inst.bundle(carry_keyring=True, keyids=[new_key, old_key])  # needs the rotated-in key
+
+    status = inst.imported(bundle)
+
+    assert status.state == "staged", status.message
+    assert {c.name: c.detail for c in status.checks}["keyring"] == "trusted keyring version 2"
+    assert before != rotated.envelope
+    assert installed.read_bytes() == rotated.envelope
+    assert sorted(p.name for p in installed.parent.iterdir()) == [
+        "entitlement-key", "keyring.json", "license.json", "trust-root.json",
+    ]  # fmt: skip
+
+
+def test_an_imported_bundle_carrying_a_rotated_keyring_that_fails_a_check_leaves_the_keyring_alone(
+    inst: Installation,
+) -> None:
+    installed = inst.site.home / "trust" / "keyring.json"
+    before = installed.read_bytes()
+    vendor.rotate_key(inst.kit.vendor_dir, now=kit_.NOW)
+    bundle = inst.bundle(carry_keyring=True)
+    data = bytearray(bundle.read_bytes())
+    data[data.index(bytes([10]) * 3000) + 100] ^= 0xFF  # the keyring verifies; the payload hash does not
+
+    bundle.write_bytes(bytes(data))
+    status = inst.imported(bundle)
+
+    assert status.state == "failed"
+    assert [c.name for c in status.checks] == ["payload-hash-mismatch"]
+    assert installed.read_bytes() == before
+    assert inst.staged() == []

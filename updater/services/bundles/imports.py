@@ -9,12 +9,12 @@ The web app, the API and ``corral-updater import`` all go through here:
    which file, since when); a second import gets :class:`ImportConflict`. Whoever is working on the import
    (the web thread while it hands over, the worker while it stages) also holds an ``flock`` on it, so a lock
    whose holder died is found stale and taken over instead of blocking imports for ever.
-3. :func:`stage` (the Celery task ``corral.stage_upload``, or the CLI directly) runs the one verifier,
-   :func:`updater.services.bundles.staging.verify_and_stage`, and records a ``releases`` row with one check
-   per
-   verification check: a passing bundle is staged under ``home/staging/<version>``; a failing one is kept
-   as a failed import, never as a release (it reserves no version), and nothing is staged. Either way the
-   spool file is removed and the lock released.
+3. :func:`stage` (the Celery task ``corral.stage_upload``, or the CLI directly) stages it the way every path
+   does, :func:`updater.services.bundles.release_staging.stage_release` (the one verifier, and a newer keyring
+   the bundle carries saved), and records a ``releases`` row with one check per verification check: a
+   passing bundle is staged under ``home/staging/<version>``; a failing one is kept as a failed import
+   (never as a release: it reserves no version) and nothing is staged. Either way the spool file is
+   removed and the lock released.
 
 Progress and the result of each import are kept in ``imports/<id>.json`` for the page and the API to poll.
 """
@@ -40,15 +40,15 @@ from updater.domain.bundle import MANIFEST_NAME
 from updater.domain.errors import VerificationError
 from updater.domain.filenames import display_name
 from updater.domain.inventory import InventoryError
-from updater.domain.keyring import TrustStore
-from updater.domain.license import parse_entitlement_key
 from updater.domain.manifest import parse_manifest
 from updater.domain.tarformat import BLOCK, parse_header
 from updater.services import filelocks
 from updater.services.accounts import audit
 from updater.services.bundles import reader
-from updater.services.bundles.staging import StagedRelease, verify_and_stage
-from updater.services.installation.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE, load_inventory
+from updater.services.bundles.release_staging import stage_release
+from updater.services.bundles.staging import StagedRelease
+from updater.services.installation.overview import load_inventory
+from updater.services.installation.trust import TrustUnreadable
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import Outcome, Release, ReleaseCheck, ReleaseSource
@@ -57,7 +57,6 @@ IMPORTS_DIR = "imports"
 LOCK_NAME = "lock.json"
 # Reads of the lock file while its holder rewrites it (10 ms apart) before it is reported as "starting".
 LOCK_READ_ATTEMPTS = 20
-ENTITLEMENT_KEY_FILE = "entitlement-key"
 # A queued import the worker has not taken within this time is abandoned (its task expires at the same time).
 QUEUE_GRACE_SECONDS = 900
 MAX_NOTES_BYTES = 64 * 1024
@@ -391,40 +390,15 @@ def begin(
 # --- verify, stage and record -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Installation:
-    trust: TrustStore
-    license_document: bytes
-    entitlement_key: bytes | None
-    node_count: int
-
-
-def _installation(config: ServiceConfig, now: datetime) -> _Installation:
-    trust_dir = config.trust_dir
-    try:
-        root = (trust_dir / TRUST_ROOT_FILE).read_bytes()
-        keyring = (trust_dir / KEYRING_FILE).read_bytes()
-        license_document = (trust_dir / LICENSE_FILE).read_bytes()
-    except FileNotFoundError as error:
-        raise ImportRefused(
-            f"the trust directory {trust_dir} lacks {Path(str(error.filename)).name}: "
-            "corral-updater init --trust-root --keyring --license --entitlement-key writes it"
-        ) from None
-    key_file = trust_dir / ENTITLEMENT_KEY_FILE
-    try:
-        key = parse_entitlement_key(key_file.read_text()) if key_file.exists() else None
-        trust = TrustStore.load(root, keyring, now=now)
-    except VerificationError as error:
-        raise ImportRefused(f"the trust directory {trust_dir} is not valid: {error}") from None
+def _node_count(config: ServiceConfig) -> int:
     if not config.inventory_path:
         raise ImportRefused(
             "no inventory configured (inventory_path in updater.json): the node count is checked"
         )
     try:
-        nodes = len(load_inventory(config.inventory_path).nodes)
+        return len(load_inventory(config.inventory_path).nodes)
     except (InventoryError, OSError) as error:
         raise ImportRefused(f"inventory: {error}") from None
-    return _Installation(trust, license_document, key, nodes)
 
 
 def _details(staged: StagedRelease, installed: str | None) -> dict[str, str]:
@@ -495,18 +469,6 @@ def _replace_checks(db: Session, release: Release, results: list[queries.CheckRe
     db.flush()  # the unique (release, name) pairs must be gone before the new ones are inserted
     release.checks.extend(ReleaseCheck(name=c.name, passed=c.passed, detail=c.detail) for c in results)
     db.flush()
-
-
-def _persist_keyring(config: ServiceConfig, staged: StagedRelease, trusted: TrustStore) -> None:
-    envelope = staged.verified.trust.keyring.envelope
-    if envelope != trusted.keyring.envelope:
-        _write_json_bytes(config.trust_dir / KEYRING_FILE, envelope)
-
-
-def _write_json_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 @contextlib.contextmanager
@@ -582,22 +544,22 @@ def _verify_stage_record(
     config: ServiceConfig, sessions: sessionmaker[Session], status: ImportStatus, spool: Path, now: datetime
 ) -> ImportStatus:
     head = _unverified_head(spool)  # read before staging: the spool file is gone afterwards
-    inst = _installation(config, now)
+    node_count = _node_count(config)
     with transaction(sessions) as db:
         installed = queries.installed_release(db)
         installed_version = installed.version if installed else None
     try:
-        staged = verify_and_stage(
+        staged = stage_release(
             spool,
-            trust=inst.trust,
+            trust_dir=config.trust_dir,
             now=now,
-            license_document=inst.license_document,
-            entitlement_key=inst.entitlement_key,
             installed_version=installed_version,
-            node_count=inst.node_count,
+            node_count=node_count,
             base_images_dir=config.base_images_dir,  # a delta bundle is rebuilt over its base image
             staging_root=staging_root(config),
         )
+    except TrustUnreadable as error:
+        raise ImportRefused(str(error)) from None
     except VerificationError as error:
         failed = [CheckOutcome(error.check, False, error.message)]
         version = head[0] if head else None
@@ -608,7 +570,6 @@ def _verify_stage_record(
     details = _details(staged, installed_version)
     checks = [CheckOutcome(name, True, details.get(name, "passed")) for name in staged.verified.checks]
     checks.append(CheckOutcome("staged", True, f"staged at {staged.path}"))
-    _persist_keyring(config, staged, inst.trust)
     with transaction(sessions) as db:
         _record(
             db,

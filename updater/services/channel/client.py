@@ -6,8 +6,9 @@
 * :meth:`ChannelClient.download` fetches one release into ``<dest>/<name>.part`` with HTTP Range (resuming
   what is already there), refuses any byte beyond the length TUF signed, checks length and SHA-256 against the
   TUF target info and only then renames the file to ``<dest>/<name>``.
-* :func:`pull_and_stage` runs the three and hands the file to the bundle verifier and staging
-  (:func:`updater.services.bundles.staging.verify_and_stage`, the same checks an air-gapped import runs).
+* :func:`pull_and_stage` runs the three and stages the file the way every path stages a bundle
+  (:func:`updater.services.bundles.release_staging.stage_release`: the same checks an air-gapped import runs,
+  and a newer keyring the bundle carries saved in the installation's trust directory).
 
 Every request is signed with the license's derived request key (:mod:`updater.domain.request_auth`) and goes
 over HTTPS to a server whose certificate must chain to the CA file the installation was given.
@@ -35,10 +36,11 @@ from tuf.ngclient.updater import Updater
 
 from updater.domain import request_auth
 from updater.domain.errors import VerificationError
-from updater.domain.keyring import TrustStore
 from updater.domain.license import verify_license
 from updater.domain.semver import Version, parse_version
-from updater.services.bundles.staging import StagedRelease, verify_and_stage
+from updater.services.bundles.release_staging import stage_release
+from updater.services.bundles.staging import StagedRelease
+from updater.services.installation.trust import read_trust
 
 ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(bytes_done, bytes_total)`` during a download (``bytes_done`` counts a resume)."""
@@ -448,9 +450,7 @@ def pull_and_stage(
     *,
     installed_version: Version,
     download_dir: Path,
-    trust: TrustStore,
-    license_document: bytes,
-    entitlement_key: bytes,
+    trust_dir: Path,
     node_count: int,
     base_images_dir: Path | None,
     staging_root: Path,
@@ -460,22 +460,25 @@ def pull_and_stage(
 ) -> StagedRelease:
     """Refresh, pick, download (resuming), then run every bundle and license check and stage (part A).
 
-    The downloaded file is removed once it is staged or refused; an interrupted download keeps its ``.part``
-    so the next call resumes it. Nothing is staged unless every check passed.
+    The trust (keyring, license, entitlement key) is the installation's, read from ``trust_dir``; a newer
+    keyring the bundle carries is saved there once it is staged. The downloaded file is removed once it is
+    staged or refused; an interrupted download keeps its ``.part`` so the next call resumes it. Nothing is
+    staged unless every check passed. Raises :class:`ChannelError`, the failed check's
+    :class:`~updater.domain.errors.VerificationError`, or
+    :class:`~updater.services.installation.trust.TrustUnreadable` before anything is fetched.
     """
-    lic = verify_license(license_document, trust.keyring, now=now())
+    installed = read_trust(trust_dir, now=now())
+    lic = verify_license(installed.license_document, installed.store.keyring, now=now())
     client.refresh()
     release = choose_release(
         client, installed_version=installed_version, version=version, updates_until=lic.updates_until
     )
     bundle = client.download(release, download_dir, progress=progress)
     try:
-        return verify_and_stage(
+        return stage_release(
             bundle,
-            trust=trust,
+            trust_dir=trust_dir,
             now=now(),
-            license_document=license_document,
-            entitlement_key=entitlement_key,
             installed_version=installed_version,
             node_count=node_count,
             base_images_dir=base_images_dir,

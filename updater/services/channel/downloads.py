@@ -9,10 +9,10 @@
 * progress (bytes done of total, where it resumed from) is written to ``release_downloads`` about twice a
   second, for the web to show; a killed worker leaves it ``running`` (:func:`download_active` tells the
   difference) and the next download takes it over;
-* the downloaded file goes through the one verifier
-(:func:`updater.services.bundles.staging.verify_and_stage`) and is
-  removed afterwards whatever the outcome; every check's result is recorded on the release
-  (``release_checks``), a failure names the check that failed.
+* the downloaded file is staged the way every path stages a bundle
+  (:func:`updater.services.bundles.release_staging.stage_release`: the one verifier, and a newer keyring the
+  bundle carries saved) and removed afterwards whatever the outcome; every check's result is recorded on the
+  release (``release_checks``), a failure names the check that failed.
 
 Refusals (nothing changed, audited as refused) raise :class:`DownloadRefused`; outcomes of an attempted
 download (staged, failed, interrupted) are returned and audited.
@@ -37,10 +37,12 @@ from updater.domain.inventory import InventoryError
 from updater.domain.semver import parse_version
 from updater.services import filelocks
 from updater.services.accounts import audit
-from updater.services.bundles.staging import StagedRelease, verify_and_stage
+from updater.services.bundles.release_staging import stage_release
+from updater.services.bundles.staging import StagedRelease
 from updater.services.channel.client import ChannelClient, ChannelError, DownloadIncomplete, Release
 from updater.services.channel.setup import ChannelContext, load_channel
 from updater.services.installation.overview import load_inventory
+from updater.services.installation.trust import TrustUnreadable
 from updater.store import queries
 from updater.store.db import transaction
 from updater.store.models import DownloadState, Outcome, ReleaseCheck, ReleaseDownload, utcnow
@@ -236,6 +238,8 @@ def _run(
             failed_check=error.check,
             checks=[passed_tuf, (error.check, False, error.message)],
         )
+    except TrustUnreadable as error:
+        return _finish(sessions, job, actor, DownloadState.FAILED, f"{error}; the download was removed")
     finally:
         bundle.unlink(missing_ok=True)
     return _finish(
@@ -251,12 +255,10 @@ def _run(
 
 def _stage(config: ServiceConfig, job: _Job, bundle: Path, *, now: datetime) -> StagedRelease:
     config.staging_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
-    return verify_and_stage(
+    return stage_release(
         bundle,
-        trust=job.context.trust,
+        trust_dir=config.trust_dir,
         now=now,
-        license_document=job.context.license_document,
-        entitlement_key=job.context.entitlement_key,
         installed_version=job.installed_version,
         node_count=job.node_count,
         base_images_dir=config.base_images_dir if config.base_images_dir.is_dir() else None,

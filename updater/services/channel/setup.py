@@ -1,9 +1,10 @@
 """The installation's update channel, from its home: settings for the channel client, the verified license
 and trust it downloads under, and the checks ``corral-updater init`` runs before it writes any of them.
 
-Everything comes from files ``init`` put in the home (``trust/``: trust root, keyring, license, entitlement
-key, channel root) and the ``channel_*`` settings of :class:`updater.config.ServiceConfig`. Nothing here
-talks to the network: :mod:`updater.services.channel.client` does.
+Everything comes from files ``init`` put in the home (``trust/``: trust root, keyring, license and entitlement
+key, read through :mod:`updater.services.installation.trust`; the channel root) and the ``channel_*``
+settings of :class:`updater.config.ServiceConfig`. Nothing here talks to the network:
+:mod:`updater.services.channel.client` does.
 """
 
 from __future__ import annotations
@@ -27,9 +28,7 @@ from updater.domain.license import (
     verify_license,
 )
 from updater.services.channel.client import ChannelError, ChannelSettings
-from updater.services.installation.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE
-
-ENTITLEMENT_KEY_FILE = "entitlement-key"
+from updater.services.installation.trust import ENTITLEMENT_KEY_FILE, TrustUnreadable, read_trust
 
 
 class ChannelSetupError(ChannelError):
@@ -100,15 +99,18 @@ def load_channel(config: ServiceConfig, *, now: datetime) -> ChannelContext:
     :class:`~updater.domain.errors.VerificationError`, e.g. an expired license) when it cannot be used."""
     if not config.channel_configured:
         raise ChannelSetupError(f"no update channel is configured in {config.home / 'updater.json'}")
-    trust_dir = config.trust_dir
-    trust = TrustStore.load(
-        _read(trust_dir / TRUST_ROOT_FILE, "the trust root"),
-        _read(trust_dir / KEYRING_FILE, "the keyring"),
-        now=now,
-    )
-    license_document = _read(trust_dir / LICENSE_FILE, "the license")
-    key_text = _read(trust_dir / ENTITLEMENT_KEY_FILE, "the entitlement key").decode("utf-8", "replace")
-    lic, key = verified_license(trust.keyring, license_document, key_text, now=now)
+    try:
+        installed = read_trust(config.trust_dir, now=now)
+    except TrustUnreadable as error:
+        raise ChannelSetupError(str(error)) from None
+    key = installed.entitlement_key
+    if key is None:
+        raise ChannelSetupError(
+            f"the entitlement key {config.trust_dir / ENTITLEMENT_KEY_FILE} is missing "
+            "(set the channel up with corral-updater init)"
+        )
+    lic = verify_license(installed.license_document, installed.store.keyring, now=now)
+    check_entitlement_key(lic, key)
     check_channel(lic, config.channel)
     try:
         check_ca_file(Path(config.channel_ca_file))
@@ -123,4 +125,4 @@ def load_channel(config: ServiceConfig, *, now: datetime) -> ChannelContext:
         state_dir=config.channel_state_dir,
         trusted_root=_read(config.channel_root_path, "the channel root"),
     )
-    return ChannelContext(settings, trust, lic, license_document, key)
+    return ChannelContext(settings, installed.store, lic, installed.license_document, key)

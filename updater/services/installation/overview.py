@@ -20,16 +20,17 @@ from sqlalchemy.orm import Session
 from updater.config import ServiceConfig
 from updater.domain.errors import VerificationError
 from updater.domain.inventory import Inventory, InventoryError, inventory_from_ansible
-from updater.domain.keyring import TrustStore
 from updater.domain.license import verify_license
 from updater.domain.states import FINAL_ROLLOUT_STATES
 from updater.services.cluster import inventory as inventory_loader
 from updater.services.cluster import view as cluster_view
-from updater.store import queries
 
-TRUST_ROOT_FILE = "trust-root.json"
-KEYRING_FILE = "keyring.json"
-LICENSE_FILE = "license.json"
+# The trust file names live in installation.trust; named here too for importers not yet moved to it.
+from updater.services.installation.trust import KEYRING_FILE as KEYRING_FILE  # noqa: PLC0414
+from updater.services.installation.trust import LICENSE_FILE as LICENSE_FILE  # noqa: PLC0414
+from updater.services.installation.trust import TRUST_ROOT_FILE as TRUST_ROOT_FILE  # noqa: PLC0414
+from updater.services.installation.trust import TrustUnreadable, read_trust
+from updater.store import queries
 
 
 @dataclass(frozen=True)
@@ -125,10 +126,8 @@ def load_license(trust_dir: Path, *, now: datetime) -> LicenseSummary | None:
     """The installed license, verified against the installed keyring; None when no license is installed."""
     if not (trust_dir / LICENSE_FILE).exists():
         return None
-    store = TrustStore.load(
-        (trust_dir / TRUST_ROOT_FILE).read_bytes(), (trust_dir / KEYRING_FILE).read_bytes(), now=now
-    )
-    lic = verify_license((trust_dir / LICENSE_FILE).read_bytes(), store.keyring, now=now)
+    installed = read_trust(trust_dir, now=now, entitlement_key=False)  # shown even when the key is broken
+    lic = verify_license(installed.license_document, installed.store.keyring, now=now)
     return LicenseSummary(
         lic.license_id,
         lic.customer,
@@ -145,7 +144,7 @@ def build_overview(session: Session, config: ServiceConfig, *, now: datetime | N
     lic: LicenseSummary | None = None
     try:
         lic = load_license(config.trust_dir, now=now)
-    except (OSError, VerificationError) as error:
+    except (TrustUnreadable, VerificationError) as error:
         problems.append(f"license: {error}")
     inventory: Inventory | None = None
     if not config.inventory_path:

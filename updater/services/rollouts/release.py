@@ -1,5 +1,6 @@
-"""The release a rollout runs: verify and stage its bundle with the one verifier
-(``staging.verify_and_stage``), install the release's collection offline into
+"""The release a rollout runs: stage its bundle the way every path does
+(:func:`updater.services.bundles.release_staging.stage_release`: the one verifier, and a newer keyring the
+bundle carries saved in the trust directory), install the release's collection offline into
 ``releases_root/<version>/collections`` (the per-node plays run from there: docs/update.md says why), and
 publish its node image to the boot service. Behind the ``corral.cloud.release_stage`` action and the worker.
 
@@ -19,17 +20,13 @@ from pathlib import Path
 from typing import Any
 
 from updater.domain.errors import VerificationError
-from updater.domain.keyring import TrustStore
-from updater.domain.license import parse_entitlement_key
 from updater.domain.manifest import Manifest, parse_manifest
 from updater.services.bundles import reader
-from updater.services.bundles.staging import IMAGE_NAME, verify_and_stage
+from updater.services.bundles.release_staging import stage_release
+from updater.services.bundles.staging import IMAGE_NAME
 from updater.services.cluster.boot import BootService
+from updater.services.installation.trust import TrustUnreadable
 
-TRUST_ROOT_FILE = "trust-root.json"
-KEYRING_FILE = "keyring.json"
-LICENSE_FILE = "license.json"
-ENTITLEMENT_KEY_FILE = "entitlement-key"
 COLLECTION_SUBPATH = ("ansible_collections", "corral", "cloud")
 
 
@@ -54,26 +51,6 @@ class ReleaseInfo:
             "collections_path": str(self.collections_path),
             "newly_staged": self.newly_staged,
         }
-
-
-def _read_trust(trust_dir: Path, now: datetime) -> tuple[TrustStore, bytes, bytes | None]:
-    try:
-        root = (trust_dir / TRUST_ROOT_FILE).read_bytes()
-        keyring = (trust_dir / KEYRING_FILE).read_bytes()
-        license_document = (trust_dir / LICENSE_FILE).read_bytes()
-    except FileNotFoundError as error:
-        raise RolloutRunnerError(
-            f"the trust directory {trust_dir} lacks {Path(str(error.filename)).name}: it needs "
-            f"{TRUST_ROOT_FILE}, {KEYRING_FILE} and {LICENSE_FILE} (corral-updater init --trust-root, "
-            "--keyring and --license write them)"
-        ) from None
-    key_file = trust_dir / ENTITLEMENT_KEY_FILE
-    try:
-        key = parse_entitlement_key(key_file.read_text().strip()) if key_file.exists() else None
-        trust = TrustStore.load(root, keyring, now=now)
-    except VerificationError as error:
-        raise RolloutRunnerError(f"the trust directory {trust_dir} is not valid: {error}") from None
-    return trust, license_document, key
 
 
 def _manifest_of_bundle(bundle: Path) -> Manifest:
@@ -192,24 +169,21 @@ def stage_bundle(
                 f"{staged} or use -e corral_release={version}"
             )
         return _publish(staged, staged_manifest, releases_root, boot, newly=False)
-    trust, license_document, key = _read_trust(trust_dir, now)
     staging_root.mkdir(parents=True, exist_ok=True, mode=0o700)
     try:
-        result = verify_and_stage(
+        result = stage_release(
             bundle,
-            trust=trust,
+            trust_dir=trust_dir,
             now=now,
-            license_document=license_document,
-            entitlement_key=key,
             installed_version=installed_version,
             node_count=node_count,
             base_images_dir=None,
             staging_root=staging_root,
         )
+    except TrustUnreadable as error:
+        raise RolloutRunnerError(str(error)) from None
     except VerificationError as error:
         raise RolloutRunnerError(f"bundle {bundle} refused ({error.check}): {error.message}") from None
-    if result.verified.trust.keyring.envelope != trust.keyring.envelope:
-        _replace_file(trust_dir / KEYRING_FILE, result.verified.trust.keyring.envelope)
     return _publish(result.path, result.verified.manifest, releases_root, boot, newly=True)
 
 
@@ -220,9 +194,3 @@ def staged_release(
     publishing re-checks the image's SHA-256 against the signed manifest."""
     staged, manifest = _staged_manifest(staging_root, version)
     return _publish(staged, manifest, releases_root, boot, newly=False)
-
-
-def _replace_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
