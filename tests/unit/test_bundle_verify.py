@@ -21,6 +21,7 @@ from tests.unit import bundle_kit as kit_
 from tests.unit.bundle_kit import NOW, Kit
 from updater.domain import errors
 from updater.domain.signing import dump_signature_list, parse_signature_list, sign
+from updater.domain.tarformat import padded
 from updater.services.bundles.staging import verify_bundle_file
 from updater.services.vendor import keys as vendor
 from updater.services.vendor import writer
@@ -418,6 +419,31 @@ def test_anything_after_the_end_of_archive_marker_is_refused_even_zeros(kit: Kit
     bundle = kit_.build_bundle(kit)
     bundle.write_bytes(bundle.read_bytes() + b"\0" * 512)
     refused(kit, bundle, errors.TrailingData)
+
+
+def test_a_member_header_changed_with_its_checksum_fixed_is_refused(kit: Kit, tmp_path: Path) -> None:
+    for name in ("manifest.json", "last"):
+        message = refused(
+            kit, header_changed(kit_.build_bundle(kit), tmp_path, name), errors.MemberHeaderNotCanonical
+        )
+        assert "tar header" in message, message
+
+
+def header_changed(bundle: Path, tmp_path: Path, which: str) -> Path:
+    """A copy of ``bundle`` whose member header (the first, or the last member's) has another mtime and
+    owner name, its checksum recomputed: a header any tar reader accepts, with the member data unchanged."""
+    data = bytearray(bundle.read_bytes())
+    members = kit_.read_members(bundle)
+    at = 0 if which == "manifest.json" else len(data) - 1024 - padded(len(members[-1][1])) - 512
+    header = data[at : at + 512]
+    header[136:148] = b"%011o\0" % 1_700_000_000  # mtime
+    header[265:270] = b"mallo"  # uname
+    header[148:156] = b"        "
+    header[148:156] = b"%06o\0 " % sum(header)
+    data[at : at + 512] = header
+    changed = tmp_path / f"header-{which}.bundle"
+    changed.write_bytes(bytes(data))
+    return changed
 
 
 def padding_flipped(bundle: Path, tmp_path: Path) -> list[Path]:

@@ -25,7 +25,7 @@ import pytest
 from tests.unit import bundle_kit as kit_
 from tests.unit.bundle_kit import NOW, Kit
 from tests.unit.test_aead import split
-from tests.unit.test_bundle_verify import EARLIER, _resign, padding_flipped
+from tests.unit.test_bundle_verify import EARLIER, _resign, header_changed, padding_flipped
 from updater.domain import errors
 from updater.domain.signing import dump_signature_list, parse_signature_list, sign
 from updater.domain.tarformat import build_header
@@ -421,6 +421,12 @@ def _trailing_data(kit: Kit, tmp: Path) -> Hostile:
 def _padding_flipped(kit: Kit, tmp: Path) -> Hostile:
     flipped = padding_flipped(kit_.build_bundle(kit), tmp)[-1]
     return Hostile(flipped, errors.MemberPaddingNotZero, "padding", late=True)
+
+
+@hostile("last-member-header-changed-checksum-fixed")
+def _header_changed(kit: Kit, tmp: Path) -> Hostile:
+    changed = header_changed(kit_.build_bundle(kit), tmp, "last")
+    return Hostile(changed, errors.MemberHeaderNotCanonical, "tar header", late=True)
 
 
 @hostile("end-of-archive-marker-cut-off", cut=1024)

@@ -261,6 +261,13 @@ class EndOfArchiveIncomplete(BundleTruncated):
     check = "end-of-archive-incomplete"
 
 
+class MemberHeaderNotCanonical(BundleFormatError):
+    """A member's tar header differs from the one the bundle writer makes for its name and size (a changed
+    mtime, mode or owner name with the checksum fixed): bytes outside any signed hash."""
+
+    check = "member-header-not-canonical"
+
+
 class MemberPaddingNotZero(BundleFormatError):
     """The padding that fills a member's last block is not all zeros: bytes outside any signed hash."""
 

@@ -132,3 +132,15 @@ def build_header(name: str, size: int) -> bytes:
     block[263:265] = b"00"
     block[148:156] = f"{_checksum(bytes(block)):06o}\0 ".encode()
     return bytes(block)
+
+
+def is_canonical(block: bytes, member: TarMember) -> bool:
+    """Whether ``block`` is exactly the header :func:`build_header` writes for ``member``'s name and size.
+
+    A bundle's member data is covered by the signed manifest, its headers are not: a header with another
+    mtime, mode or owner name (and its checksum fixed) would be bytes a bundle could change unnoticed.
+    """
+    try:
+        return block == build_header(member.name, member.size)
+    except ValueError:  # a name build_header would not write (longer than a ustar name field)
+        return False

@@ -40,6 +40,7 @@ from updater.domain.errors import (
     LicenseInvalid,
     MalformedDocument,
     ManifestTooLarge,
+    MemberHeaderNotCanonical,
     MemberOrder,
     MemberPaddingNotZero,
     MissingMember,
@@ -56,7 +57,7 @@ from updater.domain.manifest import (
 )
 from updater.domain.semver import Version
 from updater.domain.signing import Signature, open_envelope, parse_signature_list
-from updater.domain.tarformat import BLOCK, TarMember, parse_header
+from updater.domain.tarformat import BLOCK, TarMember, is_canonical, parse_header
 
 PIECE = 1024 * 1024
 _COMPRESSED_MAGIC = {
@@ -128,8 +129,9 @@ class _Source:
 class _TarReader:
     """A bundle's tar stream, every byte accounted for: a bundle file is exactly what its writer wrote.
 
-    Only the members' data is covered by the signed manifest; so the bytes around it are pinned here: a
-    member's padding is zeros, the end-of-archive marker is two whole zero blocks, and nothing follows it.
+    Only the members' data is covered by the signed manifest; so the bytes around it are pinned here: each
+    header is the one the writer makes for its name and size, a member's padding is zeros, the
+    end-of-archive marker is two whole zero blocks, and nothing follows it.
     """
 
     def __init__(self, source: _Source) -> None:
@@ -155,6 +157,11 @@ class _TarReader:
         if member is None:
             self._rest_of_end_marker()
             return None
+        if not is_canonical(block, member):
+            raise MemberHeaderNotCanonical(
+                f"the tar header of {member.name!r} is not the one the bundle writer makes for it "
+                "(mode, owner, times and names are fixed)"
+            )
         if member.name in self.seen:
             raise DuplicateMember(f"the archive holds member {member.name!r} twice")
         self.seen.add(member.name)
