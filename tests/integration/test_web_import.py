@@ -128,7 +128,7 @@ def test_an_upload_through_the_page_shows_each_check_when_the_worker_is_done(sta
     assert ">Update to 1.4.0</a>" in updates
 
 
-def test_a_tampered_upload_is_recorded_with_its_failed_check_and_nothing_is_staged(stack: Stack) -> None:
+def test_a_tampered_upload_is_a_failed_import_not_a_release_and_nothing_is_staged(stack: Stack) -> None:
     stack.start_worker()
     bundle = kit_.build_bundle(stack.kit, "1.5.0", upgrade_from=">=1.2.0")
     data = bytearray(bundle.read_bytes())
@@ -140,9 +140,8 @@ def test_a_tampered_upload_is_recorded_with_its_failed_check_and_nothing_is_stag
     status = stack.finished(accepted.json()["status_url"])
     assert status["state"] == "failed"
     assert [(c["name"], c["passed"]) for c in status["checks"]] == [("payload-hash-mismatch", False)]
-    release = stack.get("/api/v1/releases/1.5.0").json()
-    assert release["staged"] is False
-    assert release["checks"][0]["name"] == "payload-hash-mismatch"
+    # A failed import is no release: 1.5.0 stays free for the genuine bundle (or the channel's offer).
+    assert stack.get("/api/v1/releases/1.5.0").status_code == 404
     assert not (stack.home / "staging" / "1.5.0").exists()
     assert not list((stack.home / "staging").glob(".staging-*"))
     assert stack.leftovers() == []
