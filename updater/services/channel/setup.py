@@ -18,13 +18,12 @@ from tuf.api.metadata import Metadata, Root  # type: ignore[attr-defined]
 
 from updater.config import ConfigError, ServiceConfig, check_ca_file
 from updater.domain.errors import VerificationError
-from updater.domain.keyring import Keyring, TrustStore
+from updater.domain.keyring import TrustStore
 from updater.domain.license import (
     License,
     check_channel,
     check_entitlement_key,
     derive_request_key,
-    parse_entitlement_key,
     verify_license,
 )
 from updater.services.channel.client import ChannelError, ChannelSettings
@@ -72,15 +71,6 @@ def choose_channel(lic: License, requested: str | None) -> str:
             "say which to follow with --channel"
         )
     return next(iter(lic.channels))
-
-
-def verified_license(
-    keyring: Keyring, license_document: bytes, key_text: str, *, now: datetime
-) -> tuple[License, bytes]:
-    lic = verify_license(license_document, keyring, now=now)
-    key = parse_entitlement_key(key_text)
-    check_entitlement_key(lic, key)
-    return lic, key
 
 
 def _read(path: Path, what: str) -> bytes:
