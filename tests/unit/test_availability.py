@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +16,7 @@ from updater.domain.availability import (
     build_report,
     format_report,
     longest_gap,
+    merge_run_reports,
     percentile,
 )
 
@@ -109,3 +113,121 @@ def test_without_a_wall_clock_start_failures_are_offsets_only() -> None:
     ops = [Operation("vip", 0.5, 5.5, ok=False, error="ConnectionRefusedError")]
     text = format_report(build_report(ops, started=0.0, finished=6.0))
     assert "vip failures began at +0.5 s\n" in text + "\n"
+
+
+# --- one rollout, several runs (issue 19 item 2) ----------------------------------------------------------
+def _run(ops: list[Operation], duration: float, at_unix: float) -> dict[str, Any]:
+    return build_report(ops, started=0.0, finished=duration, started_at_unix=at_unix).to_dict()
+
+
+def _merged(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The merged report as the store's JSON column keeps it."""
+    result: dict[str, Any] = json.loads(json.dumps(merge_run_reports(runs)))
+    return result
+
+
+def _steady(service: str, start: float, stop: float) -> list[Operation]:
+    return [ok(service, start + i / 10) for i in range(round((stop - start) * 10) + 1)]
+
+
+def test_runs_of_one_rollout_merge_into_one_report_with_the_seam_marked() -> None:
+    # run 1 (the worker that died): 0-100 s, the VIP fails at 95.5 s and its last success is at 95 s
+    first = _run(
+        [
+            *_steady("vip", 0.1, 95.0),
+            Operation("vip", 95.5, 100.0, ok=False, error="ReadTimeoutError"),
+            *_steady("zookeeper", 0.1, 99.9),
+        ],
+        100.0,
+        at_unix=1_800_000_000.0,
+    )
+    # run 2 (the takeover) starts 30 s after run 1 ended; the VIP answers 2 s into it, then fails once more
+    second = _run(
+        [
+            *_steady("vip", 2.0, 49.0),
+            Operation("vip", 50.0, 50.2, ok=False, error="ConnectionRefusedError"),
+            *_steady("vip", 50.3, 130.0),
+            *_steady("zookeeper", 0.1, 129.9),
+        ],
+        130.0,
+        at_unix=1_800_000_130.0,
+    )
+    merged = _merged([first, second])
+    vip, zookeeper = merged["services"]["vip"], merged["services"]["zookeeper"]
+    assert (
+        vip["operations"] == first["services"]["vip"]["operations"] + second["services"]["vip"]["operations"]
+    )
+    assert vip["failures"] == 2
+    # failures keep their times, on the rollout's timeline (run 2 began 130 s after run 1)
+    assert vip["failures_at_s"] == [95.5, 180.0]
+    assert vip["errors"] == ["ReadTimeoutError", "ConnectionRefusedError"]
+    # the VIP's longest measured gap runs from 95 s in run 1 across the seam to 2 s into run 2: 5 s + 2 s
+    assert vip["longest_gap_s"] == pytest.approx(7.0)
+    assert vip["longest_gap_at_s"] == pytest.approx(95.0)
+    assert vip["longest_gap_spans_seam"] is True
+    # ZooKeeper answered up to 0.1 s before run 1 ended and from 0.1 s into run 2: its seam gap is 0.2 s
+    assert zookeeper["longest_gap_s"] == pytest.approx(0.2)
+    assert zookeeper["longest_gap_spans_seam"] is True
+    assert merged["seams"] == [{"after_run": 1, "at_s": 100.0, "unmeasured_s": 30.0}]
+    assert merged["unmeasured_s"] == 30.0
+    assert [run["at_s"] for run in merged["runs"]] == [0.0, 130.0]
+    assert merged["started_at_unix"] == 1_800_000_000.0
+    assert merged["duration_s"] == 260.0
+    assert merged["verdicts"]["vip"]["passed"] is False
+    assert any("longest gap 7.000 s" in reason for reason in merged["verdicts"]["vip"]["reasons"])
+    assert merged["verdicts"]["zookeeper"]["passed"] is True
+    assert merged["passed"] is False
+
+
+def test_a_longer_gap_inside_a_run_wins_over_the_seam_and_a_clean_resume_passes() -> None:
+    first = _run(
+        [*_steady("zookeeper", 0.1, 20.0), *_steady("zookeeper", 20.8, 60.0)], 60.05, 1_800_000_000.0
+    )
+    second = _run(_steady("zookeeper", 0.1, 40.0), 40.0, 1_800_000_300.0)
+    merged = _merged([first, second])
+    stats = merged["services"]["zookeeper"]
+    assert stats["longest_gap_s"] == pytest.approx(0.8)
+    assert stats["longest_gap_at_s"] == pytest.approx(20.0)
+    assert stats["longest_gap_spans_seam"] is False
+    assert stats["first_success_s"] == pytest.approx(0.1)
+    assert stats["last_success_s"] == pytest.approx(340.0)
+    # a pause of four minutes between the runs is marked, not counted as an outage
+    assert merged["seams"][0]["unmeasured_s"] == pytest.approx(239.95)
+    assert merged["passed"] is True
+
+
+def test_a_service_down_through_a_whole_run_joins_one_gap_over_both_seams() -> None:
+    runs = [
+        _run(_steady("vip", 0.1, 10.0), 10.5, 1_800_000_000.0),
+        _run([Operation("vip", 0.0, 5.0, ok=False, error="down")], 6.0, 1_800_000_020.0),
+        _run(_steady("vip", 1.0, 10.0), 10.0, 1_800_000_040.0),
+    ]
+    stats = _merged(runs)["services"]["vip"]
+    assert stats["longest_gap_s"] == pytest.approx(0.5 + 6.0 + 1.0)
+    assert stats["longest_gap_at_s"] == pytest.approx(10.0)
+    assert stats["longest_gap_spans_seam"] is True
+    assert stats["failures_at_s"] == [20.0]
+
+
+def test_a_run_without_a_report_is_listed_and_the_rollout_does_not_pass() -> None:
+    first = {"error": "corral-probe wrote no report (exit -9): ", "notes": ["S3 not probed: no keys"]}
+    second = _run(_steady("zookeeper", 0.1, 10.0), 10.0, 1_800_000_100.0)
+    merged = _merged([first, second])
+    assert merged["runs"][0] == {"run": 1, "error": "corral-probe wrote no report (exit -9): "}
+    assert merged["notes"] == ["run 1: S3 not probed: no keys"]
+    assert merged["verdicts"]["zookeeper"]["passed"] is True
+    assert merged["passed"] is False
+    assert merged["started_at_unix"] == 1_800_000_100.0
+
+
+def test_one_run_is_its_own_report_and_lost_objects_of_any_run_fail_the_rollout() -> None:
+    only = _run(_steady("vip", 0.1, 5.0), 5.0, 1_800_000_000.0)
+    assert merge_run_reports([only]) == only
+    lost = {**only, "integrity": {"objects_written": 3, "lost_or_altered": ["k1"]}, "passed": False}
+    clean = {
+        **_run(_steady("vip", 0.1, 5.0), 5.0, 1_800_000_010.0),
+        "integrity": {"objects_written": 2, "lost_or_altered": []},
+    }
+    merged = _merged([lost, clean])
+    assert merged["integrity"] == {"objects_written": 5, "lost_or_altered": ["k1"]}
+    assert merged["passed"] is False

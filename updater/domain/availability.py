@@ -10,8 +10,9 @@ down when the probe stops still shows its outage.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -49,6 +50,11 @@ class ServiceStats:
     # seconds after the probe start where each failed operation began (the first ten), so a failure can be
     # matched with what the rollout was doing at the time
     failures_at_s: tuple[float, ...] = ()
+    # seconds after the probe start of the first and the last success (None: none), so the gap across the
+    # seam between two runs of one rollout can be joined (:func:`merge_run_reports`)
+    first_success_s: float | None = None
+    last_success_s: float | None = None
+    longest_gap_spans_seam: bool = False  # the longest gap began in one run and ended in a later one
 
 
 @dataclass(frozen=True)
@@ -142,6 +148,8 @@ def service_stats(service: str, operations: list[Operation], started: float, fin
         p99_ms=round(percentile(latencies, 0.99) * 1000, 2),
         errors=errors[:10],
         failures_at_s=tuple(round(op.started - started, 3) for op in operations if not op.ok)[:10],
+        first_success_s=round(min(op.finished for op in ok) - started, 3) if ok else None,
+        last_success_s=round(max(op.finished for op in ok) - started, 3) if ok else None,
     )
 
 
@@ -205,3 +213,128 @@ def _when(report: Report, offset_s: float) -> str:
         return f"+{offset_s:.1f} s"
     wall = datetime.fromtimestamp(report.started_at_unix + offset_s, tz=UTC)
     return f"+{offset_s:.1f} s ({wall.strftime('%H:%M:%S.%f')[:-3]} UTC)"
+
+
+# --- one report for a rollout run in several parts (a worker died, or the rollout was paused) -------------
+def merge_run_reports(
+    runs: Sequence[Mapping[str, Any]], *, targets: Mapping[str, ServiceTarget] = DEFAULT_TARGETS
+) -> dict[str, Any]:
+    """The rollout's one report from the stored reports (:meth:`Report.to_dict` documents, each perhaps with
+    ``notes``, ``integrity`` or only an ``error``) of its runs, in the order they ran.
+
+    Runs are placed on one timeline by their wall-clock start (offsets from the first run's start). Per
+    service: operations, failures and retries add up; failures keep their times (offsets on that timeline);
+    the longest gap is the longest stretch without a success *that the probe measured*: a gap open at the
+    end of one run is joined with the head of the next run the service was probed in (the run's
+    ``first_success_s``/``last_success_s``), and when the longest gap so joined crosses a seam it is marked
+    ``longest_gap_spans_seam``. The time between runs, when no probe ran, is not counted as up or down: it
+    is marked in ``seams`` (``at_s``, ``unmeasured_s``) and summed as ``unmeasured_s``. p50/p99 are the
+    highest of the runs' (the operations are not kept). A run without a report (``error``) is listed in
+    ``runs`` and the merged report does not pass. One run's report is returned as it is."""
+    if len(runs) == 1:
+        return dict(runs[0])
+    measured: list[tuple[int, float, Mapping[str, Any]]] = []  # (run number, offset, report)
+    summary: list[dict[str, Any]] = []
+    notes: list[str] = []
+    base: float | None = None
+    end = 0.0
+    for number, report in enumerate(runs, start=1):
+        notes.extend(f"run {number}: {note}" for note in report.get("notes", ()))
+        if "services" not in report:
+            summary.append({"run": number, "error": str(report.get("error", "no probe report"))})
+            continue
+        started = report.get("started_at_unix")
+        if base is None:
+            base = float(started) if started is not None else 0.0
+        # a report without a wall-clock start is placed right after the one before it
+        offset = max(0.0, float(started) - base) if started is not None else end
+        duration = float(report.get("duration_s", 0.0))
+        measured.append((number, offset, report))
+        summary.append(
+            {"run": number, "at_s": round(offset, 3), "duration_s": duration, "passed": report.get("passed")}
+        )
+        end = max(end, offset + duration)
+    seams = []
+    for (number, offset, report), (_, next_offset, _) in itertools.pairwise(measured):
+        ended = offset + float(report.get("duration_s", 0.0))
+        unmeasured = round(max(0.0, next_offset - ended), 3)
+        seams.append({"after_run": number, "at_s": round(ended, 3), "unmeasured_s": unmeasured})
+    names = sorted({name for _, _, report in measured for name in report["services"]})
+    services: dict[str, ServiceStats] = {}
+    verdicts: dict[str, Verdict] = {}
+    for name in names:
+        stats = _merge_service(name, [(o, r) for _, o, r in measured])
+        services[name] = stats
+        verdicts[name] = judge(stats, targets.get(name, ServiceTarget()))
+    merged: dict[str, Any] = {
+        "started_at_unix": base,
+        "duration_s": round(end, 3),
+        "passed": all(v.passed for v in verdicts.values()),
+        "services": {name: asdict(stats) for name, stats in services.items()},
+        "verdicts": {name: asdict(v) for name, v in verdicts.items()},
+        "runs": summary,
+        "seams": seams,
+        "unmeasured_s": round(sum(seam["unmeasured_s"] for seam in seams), 3),
+    }
+    integrity = [r["integrity"] for r in runs if isinstance(r.get("integrity"), Mapping)]
+    if integrity:
+        merged["integrity"] = {
+            "objects_written": sum(int(i.get("objects_written", 0)) for i in integrity),
+            "lost_or_altered": [key for i in integrity for key in i.get("lost_or_altered", ())],
+        }
+    if (
+        any("error" in run for run in summary)
+        or any(run.get("passed") is False for run in summary)  # e.g. objects lost in that run
+        or (integrity and merged["integrity"]["lost_or_altered"])
+    ):
+        merged["passed"] = False
+    if notes:
+        merged["notes"] = notes
+    return merged
+
+
+def _merge_service(name: str, runs: Sequence[tuple[float, Mapping[str, Any]]]) -> ServiceStats:
+    """One service's figures over the runs (offset, report) that may have probed it."""
+    probed = [
+        (offset, report["services"][name], float(report.get("duration_s", 0.0)))
+        for offset, report in runs
+        if name in report["services"]
+    ]
+    best, best_at, spans = 0.0, 0.0, False
+    # the gap still open (measured seconds), where it began, and how many runs it has gone through
+    open_gap, open_at, open_runs = 0.0, (probed[0][0] if probed else 0.0), 0
+    first: float | None = None
+    last: float | None = None
+    for offset, stats, duration in probed:
+        head = stats.get("first_success_s")
+        tail = stats.get("last_success_s")
+        if stats["operations"] > stats["failures"] and head is None:  # a report from before these fields
+            head, tail = 0.0, duration
+        if head is None or tail is None:  # no success in this run: the open gap goes on through it
+            open_gap += duration
+            open_runs += 1
+            continue
+        if open_gap + head > best:
+            best, best_at, spans = open_gap + head, open_at, open_runs > 0
+        if stats["longest_gap_s"] > best:  # a gap inside this run
+            best, best_at, spans = float(stats["longest_gap_s"]), offset + stats["longest_gap_at_s"], False
+        first = offset + head if first is None else first
+        last = offset + tail
+        open_gap, open_at, open_runs = duration - tail, offset + tail, 1
+    if open_gap > best:
+        best, best_at, spans = open_gap, open_at, open_runs > 1
+    return ServiceStats(
+        service=name,
+        operations=sum(int(s["operations"]) for _, s, _ in probed),
+        failures=sum(int(s["failures"]) for _, s, _ in probed),
+        retries=sum(int(s["retries"]) for _, s, _ in probed),
+        longest_gap_s=round(best, 3),
+        longest_gap_at_s=round(best_at, 3),
+        p50_ms=max((float(s["p50_ms"]) for _, s, _ in probed), default=0.0),
+        p99_ms=max((float(s["p99_ms"]) for _, s, _ in probed), default=0.0),
+        errors=tuple(dict.fromkeys(e for _, s, _ in probed for e in s.get("errors", ())))[:10],
+        failures_at_s=tuple(round(o + at, 3) for o, s, _ in probed for at in s.get("failures_at_s", ())),
+        first_success_s=None if first is None else round(first, 3),
+        last_success_s=None if last is None else round(last, 3),
+        longest_gap_spans_seam=spans,
+    )

@@ -41,6 +41,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig, known_secrets
+from updater.domain.availability import merge_run_reports
 from updater.domain.states import FINAL_ROLLOUT_STATES, RolloutState
 from updater.services.accounts import auth
 from updater.services.cluster.access import Cluster, ClusterAccessError, load_cluster
@@ -79,6 +80,7 @@ ROW_WAIT_SECONDS = 60.0  # the enqueuing transaction may commit just after the t
 PROBE_STOP_SECONDS = 300.0
 PROBE_READY_SECONDS = 60.0  # a probe with S3 sets its clients up (bucket, objects to read back) first
 PROBE_READY_FILE = "probe.ready"
+RUN_REPORT = "probe-run.json"  # a run's probe report as the run stored it (with its notes)
 ZOOKEEPER_TIMEOUT = 10.0
 _STORE_STATES = {
     "succeeded": RolloutState.SUCCEEDED,
@@ -190,8 +192,10 @@ class Probe:
     redacted from the rollout's log. S3 that cannot be set up (keys unreadable, clients failing) leaves the
     probe running without it; the report's ``notes`` say why."""
 
+    REPORT = "probe.json"  # what corral-probe writes when it stops
+
     def __init__(self, cluster: Cluster, directory: Path, rollout_id: str, recorder: _Recorder) -> None:
-        self.report = directory / "probe.json"
+        self.report = directory / self.REPORT
         self.output = directory / "probe.log"
         self.notes: list[str] = []
         self._redact = recorder.redactor.redact
@@ -348,10 +352,36 @@ def _play(config: ServiceConfig, target: _Target, recorder: _Recorder) -> tuple[
             quiet=True,
         )
     finally:
-        report = probe.stop()
+        (private / RUN_REPORT).write_text(json.dumps(probe.stop(), indent=2) + "\n")
+        report = rollout_probe_report(base)
         with transaction(recorder.sessions) as db:
             queries.get_rollout(db, rollout_id).probe_report = report
     return str(runner.status), int(runner.rc or 0)
+
+
+def _run_dirs(base: Path) -> list[Path]:
+    """The rollout's run directories (``run-1``, ``run-2`` …) in the order they ran."""
+    numbered = [(int(p.name[4:]), p) for p in base.glob("run-*") if p.name[4:].isdigit()]
+    return [path for _, path in sorted(numbered)]
+
+
+def _run_report(directory: Path) -> dict[str, Any]:
+    """One run's probe report: the one the run stored, else what corral-probe wrote when a dead worker's
+    probe got its SIGTERM (:func:`die_with_parent`), else an error."""
+    for name in (RUN_REPORT, Probe.REPORT):
+        try:
+            report = json.loads((directory / name).read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if isinstance(report, dict):
+            return report
+    return {"error": f"{directory.name} left no probe report"}
+
+
+def rollout_probe_report(base: Path) -> dict[str, Any]:
+    """The rollout's one probe report over every run so far (a run taken over from a dead worker or resumed
+    after a pause adds to it; the seams between runs are marked): :func:`merge_run_reports`."""
+    return merge_run_reports([_run_report(directory) for directory in _run_dirs(base)])
 
 
 def _conclude(
