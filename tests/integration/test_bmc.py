@@ -130,7 +130,8 @@ def node_processes(pgid: int) -> list[int]:
     return found
 
 
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+def wait_until(condition: Callable[[], bool], timeout: float = 60.0) -> bool:
+    """Wait for a condition; the timeout only stops a hang (this tier shares the machine with others)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -353,7 +354,7 @@ def test_sigterm_stops_the_bmc_cleanly_and_leaves_the_node_running(tmp_path: Pat
     process = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     node = SubprocessPower(["unused"], node_pidfile)
     try:
-        assert wait_until(lambda: running_bmc_pid(pidfile) == process.pid, timeout=10)
+        assert wait_until(lambda: running_bmc_pid(pidfile) == process.pid)
         bmc = Bmc(address, process.pid, pidfile, tmp_path / "unused.log", password_file, node, tmp_path)
         bmc.power("on")
         process.send_signal(signal.SIGTERM)
@@ -390,7 +391,7 @@ def test_sessions_abandoned_after_a_wrong_password_are_dropped(tmp_path: Path) -
         tmp_path,
     )
     try:
-        assert wait_until(lambda: running_bmc_pid(bmc.pidfile) == process.pid, timeout=10)
+        assert wait_until(lambda: running_bmc_pid(bmc.pidfile) == process.pid)
         wrong = secret_file(tmp_path / "wrong", "not-it")
         for _ in range(10):
             assert bmc.ipmitool("chassis", "power", "status", password_file=wrong).returncode != 0
@@ -402,11 +403,11 @@ def test_sessions_abandoned_after_a_wrong_password_are_dropped(tmp_path: Path) -
                 if "dropped " in line
             )
 
-        assert wait_until(lambda: dropped() >= 10, timeout=5), log.read_text()
+        assert wait_until(lambda: dropped() >= 10), log.read_text()
         assert bmc.power("status") == "Chassis Power is off"
     finally:
         process.terminate()
-        assert process.wait(timeout=5) == 0
+        assert process.wait(timeout=60) == 0
 
 
 def test_a_restarted_bmc_finds_the_node_as_it_was(bmc: Bmc) -> None:
