@@ -24,12 +24,7 @@ from updater.domain.license import verify_license
 from updater.domain.states import FINAL_ROLLOUT_STATES
 from updater.services.cluster import inventory as inventory_loader
 from updater.services.cluster import view as cluster_view
-
-# The trust file names live in installation.trust; named here too for importers not yet moved to it.
-from updater.services.installation.trust import KEYRING_FILE as KEYRING_FILE  # noqa: PLC0414
-from updater.services.installation.trust import LICENSE_FILE as LICENSE_FILE  # noqa: PLC0414
-from updater.services.installation.trust import TRUST_ROOT_FILE as TRUST_ROOT_FILE  # noqa: PLC0414
-from updater.services.installation.trust import TrustUnreadable, read_trust
+from updater.services.installation.trust import LICENSE_FILE, TrustUnreadable, read_trust
 from updater.store import queries
 
 

@@ -31,11 +31,15 @@ from updater.domain.license import check_entitlement_key, parse_entitlement_key,
 from updater.https.certificates import check_pair, self_signed
 from updater.services.accounts import auth, users
 from updater.services.channel.setup import check_channel_root, choose_channel
-from updater.services.installation.overview import KEYRING_FILE, LICENSE_FILE, TRUST_ROOT_FILE
+from updater.services.installation.trust import (
+    ENTITLEMENT_KEY_FILE,
+    KEYRING_FILE,
+    LICENSE_FILE,
+    TRUST_ROOT_FILE,
+)
 from updater.store import queries
 from updater.store.db import make_engine, migrate, session_factory, transaction
 
-ENTITLEMENT_KEY_FILE = "entitlement-key"
 CHANNEL_CA_FILE = "channel-ca.pem"
 
 
