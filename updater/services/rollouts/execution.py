@@ -31,7 +31,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,7 +49,15 @@ from updater.services.cluster.boot import BootServiceError, open_boot_service
 from updater.services.cluster.lock import ClusterLock, LockError
 from updater.services.cluster.zookeeper import zookeeper
 from updater.services.installation import self_update
-from updater.services.rollouts.events import failure_reason, log_lines, step_change
+from updater.services.rollouts.events import (
+    NodeRun,
+    failure_reason,
+    log_lines,
+    node_runs,
+    note_node_run,
+    phases_across_runs,
+    step_change,
+)
 from updater.services.rollouts.ownership import (
     RunClaimed,
     RunOwner,
@@ -113,12 +121,16 @@ class _Recorder:
     nodes: frozenset[str]
     last_failure: str | None = None
     pending: list[tuple[str | None, str, str]] = field(default_factory=list)
+    # each node's part in the rollout's earlier runs (in order) and in this one, for its phases over all runs
+    earlier: dict[str, list[NodeRun]] = field(default_factory=dict)
+    current: dict[str, NodeRun] = field(default_factory=dict)
 
     def log(self, text: str, node: str | None = None, stream: str = "event") -> None:
         with transaction(self.sessions) as db:
             queries.append_log(db, self.rollout_id, [(node, stream, self.redactor.redact(text))])
 
     def on_event(self, event: Mapping[str, Any]) -> bool:
+        note_node_run(event, self.nodes, self.current)
         change = step_change(event, self.nodes)
         lines = [
             (line.node, line.stream, self.redactor.redact(line.text)) for line in log_lines(event, self.nodes)
@@ -142,7 +154,11 @@ class _Recorder:
                     if change.finished:
                         step.finished_at = now
                     if change.phase_seconds is not None:
-                        step.phase_seconds = dict(change.phase_seconds)
+                        step.phase_seconds = phases_across_runs(
+                            self.earlier.get(change.node, []),
+                            self.current.get(change.node, NodeRun()),
+                            change.phase_seconds,
+                        )
                     if change.message is not None:
                         step.message = self.redactor.redact(change.message)
         return True  # ansible-runner keeps the event in the run's artifacts too
@@ -327,6 +343,8 @@ def _play(config: ServiceConfig, target: _Target, recorder: _Recorder) -> tuple[
     base.mkdir(parents=True, exist_ok=True, mode=0o700)
     private = base / f"run-{len(list(base.glob('run-*'))) + 1}"
     private.mkdir(mode=0o700)
+    recorder.earlier = earlier_node_runs(_run_dirs(base)[:-1], recorder.nodes)
+    recorder.current = {}
     recorder.log(f"running {PLAYBOOK} for {version} (ansible-runner data in {private})")
     probe = Probe(cluster, private, rollout_id, recorder)
     try:
@@ -363,6 +381,20 @@ def _run_dirs(base: Path) -> list[Path]:
     """The rollout's run directories (``run-1``, ``run-2`` …) in the order they ran."""
     numbered = [(int(p.name[4:]), p) for p in base.glob("run-*") if p.name[4:].isdigit()]
     return [path for _, path in sorted(numbered)]
+
+
+def earlier_node_runs(directories: Sequence[Path], nodes: frozenset[str]) -> dict[str, list[NodeRun]]:
+    """Each node's part in the runs kept in ``directories`` (in order), from the events ansible-runner wrote
+    there (a dead worker's run keeps those of every task that finished)."""
+    parts: dict[str, list[NodeRun]] = {}
+    for directory in directories:
+        events = []
+        for path in directory.glob("artifacts/*/job_events/*.json"):
+            with contextlib.suppress(OSError, json.JSONDecodeError):
+                events.append(json.loads(path.read_text()))
+        for node, part in node_runs(events, nodes).items():
+            parts.setdefault(node, []).append(part)
+    return parts
 
 
 def _run_report(directory: Path) -> dict[str, Any]:
