@@ -15,6 +15,7 @@ nodes run and how healthy they are right now.
 
 from __future__ import annotations
 
+import re
 import shutil
 import tempfile
 import time
@@ -28,6 +29,7 @@ import ansible_runner
 from updater.config import ServiceConfig
 from updater.domain.inventory import Inventory, InventoryError, inventory_from_ansible
 from updater.domain.inventory import zookeeper_hosts as domain_zookeeper_hosts
+from updater.services.cluster.ansible_env import play_environment
 from updater.services.cluster.inventory import InventoryLoadError, ansible_inventory_data
 
 OBSERVE_TIMEOUT_SECONDS = 120
@@ -153,6 +155,34 @@ class Observation:
     unreachable: dict[str, str] = field(default_factory=dict)
     unhealthy: dict[str, str] = field(default_factory=dict)
     timed_out: bool = False
+    # the play itself could not do its work (a parse error, a module or role not found, no node in the
+    # inventory): no verdict on any node, only this
+    engine_error: str = ""
+
+
+# A failed task whose own action loads other tasks failed to load them (a role or tasks file not found, a
+# module in them unknown): that is the engine's error, never a health verdict of the tasks it would have run.
+_INCLUDES = ("include_role", "import_role", "include_tasks", "import_tasks")
+_ENGINE_MESSAGES = re.compile(
+    r"couldn't resolve module/action|the role '[^']*' was not found|was not found in|unable to retrieve file"
+    r"|could not find or access",
+    re.IGNORECASE,
+)
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _play_errors(event: Mapping[str, Any]) -> list[str]:
+    """The engine's errors an event of no node says: ``ansible-playbook``'s own error lines in its output
+    (``[ERROR]: ...``, ``ERROR! ...``), or that the play found no node."""
+    if event.get("event") == "playbook_on_no_hosts_matched":
+        return ["the inventory gave the play no node (is it readable, does it define the group nodes?)"]
+    text = _ANSI.sub("", str(event.get("stdout") or ""))
+    return [line.strip() for line in text.splitlines() if re.match(r"\s*(\[ERROR\]:|ERROR!)", line)]
+
+
+def _engine_failure(data: Mapping[str, Any], message: str) -> bool:
+    action = str(data.get("task_action") or "").rsplit(".", 1)[-1]
+    return action in _INCLUDES or bool(_ENGINE_MESSAGES.search(message))
 
 
 def _event_message(event: Mapping[str, Any]) -> str:
@@ -164,37 +194,52 @@ def _event_message(event: Mapping[str, Any]) -> str:
 
 
 def observation_from_events(
-    nodes: list[str], events: list[Mapping[str, Any]], *, timed_out: bool = False
+    nodes: list[str], events: list[Mapping[str, Any]], *, timed_out: bool = False, failed: bool = False
 ) -> Observation:
-    """Fold the events of the observe play into an :class:`Observation` (pure; unit-tested)."""
+    """Fold the events of the observe play into an :class:`Observation` (pure; unit-tested). A failed task
+    is a node's verdict; the engine's own errors (``ansible-playbook``'s error lines, an include that could
+    not load its tasks, a module or role not found, no node in the inventory, a play that ``failed`` with no
+    node answering) are the observation's ``engine_error`` instead."""
     releases: dict[str, str] = {}
     unreachable: dict[str, str] = {}
     unhealthy: dict[str, str] = {}
+    engine: list[str] = []
+    answered = False
     for event in events:
         data = event.get("event_data") or {}
+        kind = event.get("event")
         host = str(data.get("host") or "")
         if host not in nodes:
+            engine.extend([] if host else _play_errors(event))
             continue
-        kind = event.get("event")
+        answered = True
         if kind == "runner_on_ok" and data.get("task") == _RELEASE_TASK:
             releases[host] = str((data.get("res") or {}).get("release", "")).strip()
         elif kind == "runner_on_unreachable":
             unreachable[host] = _event_message(event)
         elif kind == "runner_on_failed" and not data.get("ignore_errors"):
-            if data.get("task") == _RELEASE_TASK:
-                unreachable[host] = _event_message(event)
+            message = _event_message(event)
+            if _engine_failure(data, message):
+                engine.append(f"{host}: {message}")
+            elif data.get("task") == _RELEASE_TASK:
+                unreachable[host] = message
             else:
-                unhealthy.setdefault(host, _event_message(event))
+                unhealthy.setdefault(host, message)
+    if failed and not answered and not engine and not timed_out:
+        engine.append("ansible-playbook failed before any node answered")
+    error = "; ".join(dict.fromkeys(engine))
     for node in nodes:
         if node not in releases and node not in unreachable:
-            unreachable[node] = "no answer" + (" before the time limit" if timed_out else "")
-    return Observation(releases, unreachable, unhealthy, timed_out)
+            why = f"not observed: {error}" if error else "no answer"
+            unreachable[node] = why + (" before the time limit" if timed_out else "")
+    return Observation(releases, unreachable, unhealthy, timed_out, error)
 
 
 @dataclass(frozen=True)
 class PlayRun:
     events: list[Mapping[str, Any]]
     timed_out: bool
+    failed: bool = False  # ansible-playbook ended with an error of its own (not a timeout)
 
 
 def run_play(
@@ -205,9 +250,12 @@ def run_play(
     timeout: int,
     extravars: Mapping[str, Any] | None = None,
     envvars: Mapping[str, str] | None = None,
+    home: Path | None = None,
 ) -> PlayRun:
     """Run the playbook text ``play`` with ansible-runner in ``work`` (a private directory the caller made and
-    removes), bounded by ``timeout``; its events are kept in memory only, never written to disk."""
+    removes), bounded by ``timeout``; its events are kept in memory only, never written to disk. It finds the
+    ``corral.cloud`` collection of this installation (``home``: the service's) itself
+    (:func:`updater.services.cluster.ansible_env.play_environment`); ``envvars`` come on top."""
     (work / "project").mkdir()
     (work / "project" / "play.yml").write_text(play)
     events: list[Mapping[str, Any]] = []
@@ -221,20 +269,24 @@ def run_play(
         playbook="play.yml",
         inventory=str(inventory_source),
         extravars=dict(extravars or {}),
-        envvars=dict(envvars or {}),
+        envvars={**play_environment(work / "collections", home), **(envvars or {})},
         event_handler=keep,
         quiet=True,
         timeout=timeout,
         suppress_env_files=True,
     )
-    return PlayRun(events, runner.status == "timeout")
+    return PlayRun(events, runner.status == "timeout", runner.status in {"failed", "error"})
 
 
-def observe(cluster: Cluster, *, timeout: int = OBSERVE_TIMEOUT_SECONDS) -> Observation:
+def observe(
+    cluster: Cluster, *, timeout: int = OBSERVE_TIMEOUT_SECONDS, home: Path | None = None
+) -> Observation:
     """Each node's release and the role health checks, in one ansible-runner play bounded by ``timeout``."""
     work = Path(tempfile.mkdtemp(prefix="corral-observe-"))
     try:
-        run = run_play(work, _OBSERVE_PLAY, cluster.inventory_source, timeout=timeout)
-        return observation_from_events(list(cluster.inventory.names), run.events, timed_out=run.timed_out)
+        run = run_play(work, _OBSERVE_PLAY, cluster.inventory_source, timeout=timeout, home=home)
+        return observation_from_events(
+            list(cluster.inventory.names), run.events, timed_out=run.timed_out, failed=run.failed
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)

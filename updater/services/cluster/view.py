@@ -121,4 +121,4 @@ def load(config: ServiceConfig) -> SavedObservation | None:
 
 def refresh(config: ServiceConfig) -> SavedObservation:
     """Observe every node now (the play the preflight runs) and keep the result."""
-    return save(config, observe(load_cluster(config)))
+    return save(config, observe(load_cluster(config), home=config.home))

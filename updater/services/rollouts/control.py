@@ -216,7 +216,18 @@ def _lock_check(holder: LockHolder | None, rollout_id: str | None) -> PreflightC
 
 def observation_checks(observation: Observation) -> list[PreflightCheck]:
     """The preflight's verdicts on what every node answered: do they all answer, are they all healthy. A
-    health play that ran out of time is not a healthy cluster."""
+    health play that ran out of time is not a healthy cluster. A play the engine could not run (a parse
+    error, a module or role not found, no node in the inventory) says so as its own check and judges no
+    node."""
+    if observation.engine_error:
+        not_checked = "not checked: the observation play could not run (see 'observation play')"
+        return [
+            PreflightCheck(
+                "observation play", False, f"Ansible could not run it: {observation.engine_error}"
+            ),
+            PreflightCheck("nodes answer", False, not_checked),
+            PreflightCheck("cluster health", False, not_checked),
+        ]
     missing = {**observation.unreachable}
     checks: list[PreflightCheck] = []
     checks.append(
@@ -250,7 +261,7 @@ def _preview(
 ) -> tuple[PlanPreview, LockHolder | None]:
     release = _release(db, version)
     cluster = _cluster(config)
-    observation = observe(cluster)
+    observation = observe(cluster, home=config.home)
     cluster_view.save(config, observation)  # the Overview shows what this preflight saw
     checks = _release_checks(release)
     checks += observation_checks(observation)
