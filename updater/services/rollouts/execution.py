@@ -59,12 +59,15 @@ from updater.services.rollouts.events import (
     step_change,
 )
 from updater.services.rollouts.ownership import (
+    RUN_MARKER,
     RunClaimed,
     RunOwner,
     claim_run,
     drop_run_owner,
+    kill_stale_runs,
     owner_is_dead_here,
     process_start,
+    run_marker,
     run_owner,
 )
 from updater.services.rollouts.playbook import die_with_parent
@@ -328,6 +331,7 @@ class _Target:
     version: str
     staged: Path
     cluster: Cluster
+    marker: str = ""  # this run's RUN_MARKER value, inherited by every process it starts
 
 
 def _play(config: ServiceConfig, target: _Target, recorder: _Recorder) -> tuple[str, int]:
@@ -362,6 +366,7 @@ def _play(config: ServiceConfig, target: _Target, recorder: _Recorder) -> tuple[
             },
             envvars={
                 "ANSIBLE_COLLECTIONS_PATH": _collections_path(release.collections_path),
+                RUN_MARKER: target.marker,
                 "ANSIBLE_NOCOLOR": "1",
                 "ANSIBLE_FORCE_COLOR": "0",
             },
@@ -488,9 +493,16 @@ def run(config: ServiceConfig, sessions: sessionmaker[Session], rollout_id: str)
                 log.info("%s", error)
                 return "claimed"
             try:
+                # no play of a dead owner of this rollout may still act when this run begins
+                killed = kill_stale_runs(rollout_id, me.host)
+                if killed:
+                    recorder.log(
+                        f"killed {len(killed)} processes a dead run of {rollout_id} left on {me.host} "
+                        f"(pids {', '.join(map(str, killed))}) before taking over"
+                    )
                 if not staged_path:
                     raise RolloutRunError(f"release {version} is not staged")
-                target = _Target(rollout_id, version, Path(staged_path), cluster)
+                target = _Target(rollout_id, version, Path(staged_path), cluster, run_marker(rollout_id, me))
                 return str(_run_claimed(config, sessions, lock, target, recorder))
             finally:
                 drop_run_owner(lock, rollout_id)

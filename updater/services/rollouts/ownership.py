@@ -1,11 +1,24 @@
 """Which process runs a rollout: an ephemeral znode that names its host and process, gone with its
 ZooKeeper session; a recovering worker uses it to tell a dead run from a live one.
+
+Every process a run's play starts carries the run's marker in its environment (``CORRAL_ROLLOUT_RUN=
+<rollout id>:<host>:<pid>:<process start>`` of the process running it): ansible-runner's ``ansible-playbook``
+(its own session, deaf to SIGHUP: killing the worker's process group does not reach it), its forks, their
+SSH, the per-node ``ansible-playbook`` of ``release_playbook``. Not the probe: it only measures, dies with
+the worker by its ``PR_SET_PDEATHSIG`` and writes its report on the way. Before a run of a rollout acts, it
+kills every process of this host whose marker names that rollout and an owner that is no longer alive
+(:func:`kill_stale_runs`), so no play of a dead owner is still running when the new owner begins. A stale
+play on another host is fenced off by the newer token (DESIGN.md §7).
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
+import signal
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,3 +95,76 @@ def owner_is_dead_here(owner: RunOwner, host: str) -> bool:
 def drop_run_owner(lock: ClusterLock, rollout_id: str) -> None:
     with contextlib.suppress(NoNodeError):
         lock.client.delete(_rollout_child(lock, rollout_id, "owner"))
+
+
+# --- the processes of a run: its marker, and the sweep of a dead owner's ------------------------------------
+RUN_MARKER = "CORRAL_ROLLOUT_RUN"
+
+
+def run_marker(rollout_id: str, owner: RunOwner) -> str:
+    """The value of :data:`RUN_MARKER` every process of ``owner``'s run of ``rollout_id`` inherits."""
+    return f"{rollout_id}:{owner.host}:{owner.pid}:{owner.process_start}"
+
+
+def _marker_of(pid: int, proc: Path) -> str | None:
+    try:
+        environ = (proc / str(pid) / "environ").read_bytes()
+    except OSError:  # gone, or a kernel thread
+        return None
+    prefix = f"{RUN_MARKER}=".encode()
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
+
+
+def _processes(proc: Path) -> Iterator[int]:
+    for entry in proc.iterdir():
+        if entry.name.isdigit():
+            yield int(entry.name)
+
+
+def stale_run_processes(rollout_id: str, host: str, proc: Path = Path("/proc")) -> list[int]:
+    """Processes of this host left by a run of ``rollout_id`` whose owner (named in their marker) is gone."""
+    stale = []
+    for pid in _processes(proc):
+        marker = _marker_of(pid, proc)
+        if marker is None or pid == os.getpid():
+            continue
+        parts = marker.rsplit(":", 3)
+        if len(parts) != 4 or parts[0] != rollout_id or parts[1] != host or not parts[2].isdigit():
+            continue
+        if process_start(int(parts[2])) != parts[3]:
+            stale.append(pid)
+    return stale
+
+
+def kill_stale_runs(rollout_id: str, host: str, *, wait_seconds: float = 10.0) -> list[int]:
+    """SIGKILL every process of a dead owner's run of ``rollout_id`` on this host, until none is left (a
+    process forking meanwhile is found by the next sweep); returns the pids killed. Raises
+    :class:`StaleRunSurvives` when one is still there after ``wait_seconds``."""
+    killed: list[int] = []
+    deadline = time.monotonic() + wait_seconds
+    while True:
+        stale = stale_run_processes(rollout_id, host)
+        if not stale:
+            return killed
+        if time.monotonic() > deadline:
+            raise StaleRunSurvives(rollout_id, stale)
+        for pid in stale:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if pid not in killed:
+                killed.append(pid)
+        time.sleep(0.1)
+
+
+class StaleRunSurvives(RolloutRunnerError):
+    """A dead owner's process of the rollout could not be killed: the new run must not act beside it."""
+
+    def __init__(self, rollout_id: str, pids: list[int]) -> None:
+        self.pids = pids
+        super().__init__(
+            f"rollout {rollout_id}: processes of a dead run are still alive after SIGKILL "
+            f"({', '.join(map(str, pids))}); the run does not start beside them"
+        )
