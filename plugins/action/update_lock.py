@@ -23,7 +23,11 @@ else:
 ARGUMENT_SPEC: dict[str, Any] = {
     "zookeeper_hosts": {"type": "str", "required": True},
     "root": {"type": "str", "default": DEFAULT_ROOT},
-    "state": {"type": "str", "choices": ["acquired", "released", "broken", "query"], "default": "acquired"},
+    "state": {
+        "type": "str",
+        "choices": ["acquired", "released", "broken", "query", "checked"],
+        "default": "acquired",
+    },
     "rollout_id": {"type": "str"},
     "owner": {"type": "str", "default": "ansible-playbook"},
     "token": {"type": "int"},
@@ -46,11 +50,16 @@ class ActionModule(ActionBase):  # type: ignore[misc]
             }
         args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)[1]
         state = args["state"]
-        needs = {"acquired": ["rollout_id"], "released": ["rollout_id", "token"], "broken": ["token"]}
+        needs = {
+            "acquired": ["rollout_id"],
+            "released": ["rollout_id", "token"],
+            "broken": ["token"],
+            "checked": ["token"],
+        }
         missing = [name for name in needs.get(state, []) if args[name] is None]
         if missing:
             return {**result, "failed": True, "msg": f"state={state} needs {', '.join(missing)}"}
-        if self._task.check_mode and state != "query":
+        if self._task.check_mode and state not in {"query", "checked"}:
             state = "query"
             result["msg"] = "check mode: the lock was only read"
         try:
@@ -62,6 +71,9 @@ class ActionModule(ActionBase):  # type: ignore[misc]
                 elif state == "released":
                     lock.release(args["rollout_id"], args["token"])
                     result.update(changed=True, holder=None)
+                elif state == "checked":
+                    lock.check(args["token"])  # StaleToken (a LockError) when a newer token exists
+                    result.update(changed=False, token=args["token"])
                 elif state == "broken":
                     broken = lock.break_lock(args["token"])
                     result.update(changed=True, broken=lock_holder_dict(broken), holder=None)

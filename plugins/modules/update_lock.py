@@ -29,9 +29,10 @@ options:
     description:
       - C(acquired) takes or takes back the lock for O(rollout_id); C(released) gives it up (needs the current
         O(token)); C(broken) removes a stale lock (needs the holder's O(token), as C(-e corral_lock_break));
-        C(query) only reads it.
+        C(query) only reads it; C(checked) fails unless O(token) is still the newest fencing token (a run
+        checks it before each step that changes a node, so a run a newer one took over from changes nothing).
     type: str
-    choices: [acquired, released, broken, query]
+    choices: [acquired, released, broken, query, checked]
     default: acquired
   rollout_id:
     description: The rollout's id.
@@ -41,7 +42,7 @@ options:
     type: str
     default: ansible-playbook
   token:
-    description: The fencing token (for C(released) and C(broken)).
+    description: The fencing token (for C(released), C(broken) and C(checked)).
     type: int
   timeout:
     description: Seconds to wait for a ZooKeeper session.
@@ -66,7 +67,7 @@ RETURN = r"""
 token:
   description: The fencing token issued (C(acquired)) or the newest token (C(query)).
   type: int
-  returned: when state is acquired or query
+  returned: when state is acquired, query or checked
 holder:
   description: The lock holder (rollout_id, token, owner, acquired_at), or null.
   type: dict

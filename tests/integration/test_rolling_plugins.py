@@ -164,6 +164,32 @@ def test_the_lock_is_taken_taken_back_and_refused_to_another_rollout_naming_the_
     assert cluster.playbook([other]).returncode == 0
 
 
+def test_a_run_checks_its_token_before_it_changes_a_node_and_a_taken_over_run_is_stopped(
+    cluster: Cluster,
+) -> None:
+    """issue 19 item 1b: ``state: checked`` passes with the newest token and fails, saying the token is stale
+    (what the per-node procedure's rescue looks for), once a newer run took the lock back."""
+    take = {"corral.cloud.update_lock": {**cluster.common(), "rollout_id": "update-c", "owner": "worker 1"}}
+    assert cluster.playbook([take]).returncode == 0
+    token = next(lock.current_token() for lock in cluster.lock())
+
+    def check(value: int) -> subprocess.CompletedProcess[str]:
+        task = {"corral.cloud.update_lock": {**cluster.common(), "state": "checked", "token": value}}
+        return cluster.playbook([task])
+
+    assert check(token).returncode == 0, _result(check(token))
+    assert cluster.playbook([take]).returncode == 0  # the takeover: the same rollout, a newer token
+    stale = check(token)
+    assert stale.returncode != 0
+    assert f"fencing token {token} is stale: token {token + 1} was issued since" in stale.stdout, _result(
+        stale
+    )
+    missing = cluster.playbook([{"corral.cloud.update_lock": {**cluster.common(), "state": "checked"}}])
+    assert "state=checked needs token" in missing.stdout, _result(missing)
+    for lock in cluster.lock():
+        lock.release("update-c", token + 1)
+
+
 def test_progress_is_planned_recorded_fenced_and_a_rerun_continues_without_redoing_a_node(
     cluster: Cluster,
 ) -> None:
