@@ -233,13 +233,31 @@ def test_a_worker_rolls_every_node_to_v2_in_the_planned_order_booting_each_once(
     stack.reset()
 
 
+@pytest.mark.parametrize("phase", ["preflight", "trial boot", "verify"])
 def test_a_worker_killed_mid_node_is_replaced_and_the_same_rollout_finishes_without_a_second_boot(
-    stack: Stack,
+    stack: Stack, phase: str
 ) -> None:
+    """kill -9 of the worker's process group while node1 is in ``phase`` (issue 19: each phase of a node)."""
     before = len(stack.session.lab.boots())
     rollout_id, order = stack.start()
-    wait_for(lambda: stack.boots_since(before), 180, "node1's trial boot", stack.service.workers[-1])
-    stack.service.workers[-1].kill()  # kill -9 of the worker and its pool, in the middle of node1
+    worker = stack.service.workers[-1]
+    if phase == "preflight":
+        stack.wait_node_started(rollout_id, "node1")
+    elif phase == "trial boot":
+        wait_for(lambda: stack.boots_since(before), 180, "node1's trial boot", worker)
+    else:  # verifying lasts a second or two with the engine only: killed then, or just after
+        wait_for(
+            lambda: (
+                stack.service.view(rollout_id).steps["node1"]["state"] in {"verifying", "active"}
+                and stack.boots_since(before)
+            ),
+            180,
+            "node1 verifying",
+            worker,
+        )
+    state = stack.service.view(rollout_id).steps["node1"]["state"]
+    worker.kill()  # kill -9 of the worker and its pool, in the middle of node1
+    print(f"\n[service-rollout] worker killed with node1 {state} ({phase})")
     assert stack.service.view(rollout_id).state == "running"
     # The dead run's play (its own session, deaf to SIGHUP) may outlive the process group: the takeover
     # kills whatever of it is left before it acts (issue 19 item 1a), so the new worker starts at once.
@@ -250,6 +268,9 @@ def test_a_worker_killed_mid_node_is_replaced_and_the_same_rollout_finishes_with
     assert view.state == "succeeded", "\n".join(view.log[-60:])
     assert any("the process running this rollout is gone: continuing it" in line for line in view.log)
     assert not [pid for pid in orphans if _alive(pid)], "a process of the dead run outlived the takeover"
+    swept = [line for line in view.log if "a dead run of" in line]
+    checks = sum("Check this run still owns the cluster" in line for line in view.log)
+    print(f"[service-rollout] takeover sweep: {swept or 'nothing left to kill'}; token checks run: {checks}")
     assert view.executed == order == list(NODES)
     assert stack.releases() == dict.fromkeys(NODES, V2)
     assert stack.boots_since(before) == [(node, stack.image, "once") for node in NODES]
