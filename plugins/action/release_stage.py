@@ -2,8 +2,9 @@
 collection offline into a versioned path, and publish its node image to the boot service.
 
 A thin wrapper (runs on the controller) around ``updater.services.rollouts.release`` (``stage_bundle`` /
-``staged_release``), which calls the one bundle verifier,
-``updater.services.bundles.staging.verify_and_stage``.
+``staged_release``), which stages through the one path every way in shares,
+``updater.services.bundles.release_staging.stage_release`` (the installation's trust, the one verifier,
+a carried keyring saved).
 Documentation: ``plugins/modules/release_stage.py``. The entitlement key is read from its file by the
 verifier and never appears in the result.
 """
