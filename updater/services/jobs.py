@@ -61,9 +61,10 @@ def celery_app(config: ServiceConfig) -> Celery:
 class JobQueue:
     """Queues tasks by name on the installation's broker; the Celery client is made on first use."""
 
-    def __init__(self, config: ServiceConfig) -> None:
+    def __init__(self, config: ServiceConfig, *, celery: Celery | None = None) -> None:
+        """``celery``: an app to send through (the worker's own); by default one is made on first use."""
         self._config = config
-        self._celery: Celery | None = None
+        self._celery: Celery | None = celery
         self._lock = threading.Lock()
 
     @property

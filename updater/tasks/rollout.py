@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from updater.config import ServiceConfig
 from updater.services.cluster import view as cluster_view
 from updater.services.cluster.access import ClusterAccessError
-from updater.services.jobs import TASK_OBSERVE_CLUSTER, TASK_RECOVER_ROLLOUTS, TASK_ROLLOUT
+from updater.services.jobs import TASK_OBSERVE_CLUSTER, TASK_RECOVER_ROLLOUTS, TASK_ROLLOUT, JobQueue
 from updater.services.rollouts import execution as rollout_execution
 
 RECOVERY_ENTRY = "recover-rollouts"
@@ -38,14 +38,16 @@ OBSERVE_ENTRY = "observe-cluster"
 def register(app: Celery, config: ServiceConfig, sessions: Callable[[], sessionmaker[Session]]) -> None:
     """Register this module's tasks on ``app``; ``sessions()`` gives the worker's session factory."""
 
+    queue = JobQueue(config, celery=app)  # the one way to queue, through the worker's own app
+
     def enqueue(rollout_id: str) -> None:
-        app.send_task(TASK_ROLLOUT, args=[rollout_id])
+        queue.send(TASK_ROLLOUT, [rollout_id])
 
     def send_recovery() -> None:
-        app.send_task(TASK_RECOVER_ROLLOUTS)
+        queue.send(TASK_RECOVER_ROLLOUTS)
 
     def send_observe() -> None:
-        app.send_task(TASK_OBSERVE_CLUSTER)
+        queue.send(TASK_OBSERVE_CLUSTER)
 
     def rollout(rollout_id: str) -> str:
         try:
