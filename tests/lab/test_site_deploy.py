@@ -149,11 +149,11 @@ HEALTH_PLAYBOOK = """
   gather_facts: false
   tasks:
     - name: ZooKeeper
-      ansible.builtin.include_role: {name: corral.cloud.zookeeper, tasks_from: health.yml}
+      ansible.builtin.include_role: {name: corral.cloud.zookeeper, tasks_from: health}
     - name: Ceph
-      ansible.builtin.include_role: {name: corral.cloud.ceph, tasks_from: health.yml}
+      ansible.builtin.include_role: {name: corral.cloud.ceph, tasks_from: health}
     - name: Endpoint
-      ansible.builtin.include_role: {name: corral.cloud.endpoint, tasks_from: health.yml}
+      ansible.builtin.include_role: {name: corral.cloud.endpoint, tasks_from: health}
 """
 
 
@@ -341,7 +341,7 @@ ENDPOINT_ACTION = """
   gather_facts: false
   tasks:
     - name: Endpoint {action}
-      ansible.builtin.include_role: {{name: corral.cloud.endpoint, tasks_from: {action}.yml}}
+      ansible.builtin.include_role: {{name: corral.cloud.endpoint, tasks_from: {action}}}
 """
 
 
@@ -473,7 +473,7 @@ CEPH_HEALTH_ONCE = """
   gather_facts: false
   tasks:
     - name: Ceph health
-      ansible.builtin.include_role: {name: corral.cloud.ceph, tasks_from: health.yml}
+      ansible.builtin.include_role: {name: corral.cloud.ceph, tasks_from: health}
       vars:
         ceph_health_retries: 1
         ceph_health_delay: 1
@@ -502,7 +502,7 @@ ROLE_ACTION = """
   vars: {vars}
   tasks:
     - name: {role} {action}
-      ansible.builtin.include_role: {{name: corral.cloud.{role}, tasks_from: {action}.yml}}
+      ansible.builtin.include_role: {{name: corral.cloud.{role}, tasks_from: {action}}}
 """
 
 

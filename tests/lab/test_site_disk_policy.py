@@ -89,7 +89,7 @@ ONE_NODE_CEPH = """
       ansible.builtin.include_role: {name: corral.cloud.node_base}
     - name: Ceph up to its OSDs
       ansible.builtin.include_role: {name: corral.cloud.ceph, tasks_from: "{{ item }}"}
-      loop: [precheck.yml, config.yml, keys.yml, mon.yml, mgr.yml, osd.yml]
+      loop: [precheck, config, keys, mon, mgr, osd]
 """
 
 

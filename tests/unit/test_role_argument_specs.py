@@ -10,6 +10,7 @@ check runs on the controller, so no node is needed); the lab tier's deployments 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -201,3 +202,27 @@ def test_every_entry_point_accepts_the_templated_defaults(tmp_path: Path, lab: b
     result = run_spec_checks(tmp_path, lab)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert result.stdout.count("Validating arguments against arg spec") >= len(ROLES)
+
+
+def _entry_point_includes() -> list[tuple[str, str]]:
+    """Every `tasks_from:` value written in the collection, the service's playbooks and the lab specs."""
+    found = []
+    for base in ("playbooks", "roles", "updater", "tests/lab"):
+        for path in sorted((ROOT / base).rglob("*")):
+            if path.suffix not in {".yml", ".yaml", ".py"} or not path.is_file():
+                continue
+            for match in re.finditer(r"tasks_from:\s*[\"']?([A-Za-z0-9_.{}]+)", path.read_text()):
+                found.append((str(path.relative_to(ROOT)), match.group(1)))
+    return found
+
+
+def test_every_include_of_an_entry_point_names_it_so_ansible_checks_its_variables() -> None:
+    """Ansible looks up the argument spec by the exact `tasks_from` value: `health.yml` finds no spec named
+    `health`, so the role would run with its variables unchecked."""
+    with_extension = [
+        f"{path}: tasks_from: {name}"
+        for path, name in _entry_point_includes()
+        if name.endswith((".yml", ".yaml"))
+    ]
+    assert not with_extension, "name the entry point without .yml:\n" + "\n".join(with_extension)
+    assert len(_entry_point_includes()) >= 20  # the scan finds the includes it is meant to check

@@ -47,7 +47,7 @@ _OBSERVE_PLAY = """\
     - name: Check every service role is healthy
       ansible.builtin.include_role:
         name: corral.cloud.rolling_node
-        tasks_from: health.yml
+        tasks_from: health
       vars:
         # Say how the cluster is now: a quick look per check, no waiting for it to heal (the procedure's
         # verify step waits; a preflight must not pass because it gave up waiting).
