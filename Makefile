@@ -3,7 +3,7 @@
 SHELL := /bin/bash
 VENV := .venv/bin
 
-.PHONY: demo demo-down test bootstrap lint collection tiers bench requirements clean
+.PHONY: demo demo-down test bootstrap lint collection tiers bench molecule requirements clean
 
 # The single-click update demo (lab, cluster, update server, Redis, update service); demo-down stops it all.
 demo: bootstrap
@@ -31,6 +31,12 @@ tiers: bootstrap
 # Benchmarks at full size (make test runs them at smoke size).
 bench: bootstrap
 	CORRAL_BENCH_SIZE=full $(VENV)/python -m pytest tests/bench -p no:cacheprovider --benchmark-only -s
+
+# Every role's Molecule scenario on its own lab (converge, idempotence, verify, destroy), one after another:
+# for a role's developer; make test converges the same roles once, in the lab tier's site story.
+molecule: bootstrap
+	set -e; for role in roles/*/molecule/default; do role=$${role#roles/}; role=$${role%%/*}; \
+	  (cd roles/$$role && PATH=$(CURDIR)/.venv/bin:$$PATH CORRAL_MOLECULE_LAB=mol$${role:0:4} NO_COLOR=1 molecule test); done
 
 # Re-pin requirements.txt (with hashes) from requirements.in.
 requirements: bootstrap
