@@ -23,6 +23,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 import yaml
@@ -31,6 +32,9 @@ from updater.lab import bootptr
 from updater.lab.errors import LabError
 from updater.lab.image import ImageStore
 from updater.lab.lab import Lab
+
+if TYPE_CHECKING:
+    from tests.lab.site_story import Deployment
 
 ROOT = Path(__file__).resolve().parents[2]
 VENV_BIN = ROOT / ".venv" / "bin"
@@ -286,3 +290,12 @@ def _cmdlines() -> list[str]:
             except OSError:
                 continue
     return result
+
+
+@pytest.fixture(scope="session")
+def deployed(lab: LabSession) -> Deployment:
+    """corral.cloud.site deployed once on the shared lab, and run a second time (the story's first chapter,
+    tests/lab/site_story.py); every later chapter uses this deployment instead of converging again."""
+    from tests.lab.site_story import deploy
+
+    return deploy(lab)

@@ -1,8 +1,9 @@
 """corral.cloud.site on real lab nodes: bad input refused before any change, then a fresh deployment.
 
-Runs on the session's shared lab (3 fresh nodes, one data disk each). The module deploys once; the tests then
-check the result the way an operator would: ZooKeeper quorum, Ceph health, S3 through the VIP, a reboot that
-rejoins as the same member, the VIP moving on a drain and on a hard power-off through the lab's BMC.
+Runs on the session's shared lab (3 fresh nodes, one data disk each). The story's deployment (the session's
+``deployed`` fixture, tests/lab/site_story.py) happens once, here; the tests then check the result the way an
+operator would: ZooKeeper quorum, Ceph health, S3 through the VIP, a reboot that rejoins as the same member,
+the VIP moving on a drain and on a hard power-off through the lab's BMC.
 Figures (deployment times, memory, VIP gaps) are printed, never asserted on.
 """
 
@@ -10,12 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import subprocess
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
@@ -25,36 +24,10 @@ import requests
 import yaml
 from botocore.config import Config
 
-from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env, holds_vip, vip_command
+from tests.lab.conftest import LabSession, holds_vip, vip_command
+from tests.lab.site_story import Deployment, recap, site
 
 pytestmark = pytest.mark.lab
-
-RECAP = re.compile(r"^(\S+)\s+: ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.MULTILINE)
-
-
-def site(lab: LabSession, *args: str, inventory: Path | None = None, timeout: float = 1200) -> Any:
-    return subprocess.run(
-        [
-            str(VENV_BIN / "ansible-playbook"),
-            "-i",
-            str(inventory or lab.inventory),
-            "corral.cloud.site",
-            *args,
-        ],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=ROOT,
-        env=ansible_env(),
-        check=False,
-    )
-
-
-def recap(output: str) -> dict[str, dict[str, int]]:
-    return {
-        m.group(1): {"ok": int(m.group(2)), "changed": int(m.group(3)), "failed": int(m.group(5))}
-        for m in RECAP.finditer(output)
-    }
 
 
 def assert_refused_without_change(result: Any, message: str) -> None:
@@ -115,63 +88,6 @@ def test_two_nodes_are_refused_for_a_size_3_pool(lab: LabSession, tmp_path: Path
 
 
 # --- the deployment -------------------------------------------------------------------------------------
-
-
-@dataclass
-class Deployment:
-    lab: LabSession
-    first_seconds: float
-    second_seconds: float
-    first: Any
-    second: Any
-    figures: dict[str, Any] = field(default_factory=dict)
-
-    def vip(self) -> str:
-        data = yaml.safe_load(self.lab.inventory.read_text())
-        return str(data["all"]["children"]["nodes"]["vars"]["corral_vip"])
-
-    def module(self, node: str, module: str, args: dict[str, Any] | None = None) -> dict[str, Any]:
-        arguments = ["-a", json.dumps(args)] if args else []
-        result = self.lab.ansible(node, "-m", module, *arguments, "-o")
-        line = result.stdout.strip().splitlines()[-1] if result.stdout.strip() else ""
-        payload = line.split("=>", 1)[1].strip() if "=>" in line else "{}"
-        data: dict[str, Any] = json.loads(payload)
-        assert "SUCCESS" in line, result.stdout + result.stderr
-        return data
-
-    def health(self, timeout: float = 900) -> Any:
-        return self.lab.playbook(HEALTH_PLAYBOOK, timeout=timeout)
-
-
-HEALTH_PLAYBOOK = """
-- name: Health of every foundation service
-  hosts: nodes
-  gather_facts: false
-  tasks:
-    - name: ZooKeeper
-      ansible.builtin.include_role: {name: corral.cloud.zookeeper, tasks_from: health}
-    - name: Ceph
-      ansible.builtin.include_role: {name: corral.cloud.ceph, tasks_from: health}
-    - name: Endpoint
-      ansible.builtin.include_role: {name: corral.cloud.endpoint, tasks_from: health}
-"""
-
-
-@pytest.fixture(scope="module")
-def deployed(lab: LabSession) -> Deployment:
-    started = time.monotonic()
-    first = site(lab)
-    first_seconds = time.monotonic() - started
-    assert first.returncode == 0, first.stdout[-5000:] + first.stderr[-2000:]
-    started = time.monotonic()
-    second = site(lab)
-    second_seconds = time.monotonic() - started
-    deployment = Deployment(lab, first_seconds, second_seconds, first, second)
-    print(
-        f"\n[site] fresh deployment on 3 nodes: {first_seconds:.1f}s; second run: {second_seconds:.1f}s",
-        flush=True,
-    )
-    return deployment
 
 
 def test_site_deploys_and_a_second_run_changes_nothing(deployed: Deployment) -> None:

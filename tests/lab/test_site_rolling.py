@@ -2,8 +2,9 @@
 (ZooKeeper, Ceph with RGW, the VIP) while ``corral-probe`` keeps using the cluster (DESIGN.md §6); a drain
 that Ceph refuses on real services; and the negative control that proves the probe can fail.
 
-The lock and progress live in the cluster's own ZooKeeper (the ensemble the site deployed). The module runs
-after the other ``test_site_*`` modules on the shared lab; it deploys the site itself when run alone. Nodes
+The lock and progress live in the cluster's own ZooKeeper (the ensemble the site deployed). It is the chapter
+after test_site_deploy on the story's one deployment (the ``deployed`` fixture); run alone, that fixture
+deploys the site first. Nodes
 are never power-cycled here without a drain (that leaves Ceph's PGs peering for minutes): everything goes
 through the rollout.
 """
@@ -26,11 +27,11 @@ import pytest
 import yaml
 from botocore.config import Config
 
-from tests.lab.conftest import ROOT, VENV_BIN, LabSession, ansible_env, holds_vip, vip_command
+from tests.lab.conftest import ROOT, VENV_BIN, LabSession, holds_vip, vip_command
+from tests.lab.site_story import Deployment
 from tests.lab.test_rolling_engine import NODES, V1, V2, Controller, build_controller
 from updater.services.cluster.boot import FENCE_DIR
 
-SITE_TIMEOUT = 1800
 # The lab's waits: a node reboots in ~2 s; Ceph needs a little longer than the engine-only specs.
 WAITS = {
     "rolling_node_reboot_timeout": 90,
@@ -47,18 +48,6 @@ class ClusterEnsemble:
         self.hosts = ",".join(f"{session.lab.address(node)}:2181" for node in NODES)
 
 
-def _site(session: LabSession) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(VENV_BIN / "ansible-playbook"), "-i", str(session.inventory), "corral.cloud.site"],
-        capture_output=True,
-        text=True,
-        timeout=SITE_TIMEOUT,
-        cwd=ROOT,
-        env=ansible_env(),
-        check=False,
-    )
-
-
 def _forget_rollouts(ctl: Controller) -> None:
     """No lock, no rollout record, no boot fence: the cluster's ZooKeeper starts its token counter where it
     is, and the engine specs' fences (their own ZooKeeper) must not outrank it."""
@@ -72,14 +61,15 @@ def _forget_rollouts(ctl: Controller) -> None:
 
 
 @pytest.fixture(scope="module")
-def site(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Controller]:
-    """corral.cloud.site deployed (or converged again: idempotent) on v1, Ceph settled, no rollout."""
+def site(
+    lab: LabSession, deployed: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Controller]:
+    """The story's deployment (tests/lab/site_story.py) as the last chapter left it: v1 on every node, every
+    service healthy (checked here, not converged again), no rollout."""
     for node in NODES:
         assert _version(lab.release(node)) == V1, f"{node} does not run {V1}: {lab.release(node)}"
-    started = time.monotonic()
-    run = _site(lab)
-    assert run.returncode == 0, run.stdout[-5000:] + run.stderr[-2000:]
-    print(f"\n[rolling] corral.cloud.site converged in {time.monotonic() - started:.0f}s", flush=True)
+    health = deployed.health()
+    assert health.returncode == 0, "the chapter before left the cluster unhealthy:\n" + _out(health)
     ctl = build_controller(lab, ClusterEnsemble(lab), tmp_path_factory.mktemp("site-rolling"))
     _forget_rollouts(ctl)
     yield ctl
