@@ -125,6 +125,22 @@ class ApiToken(Base):
     user: Mapped[User] = relationship(back_populates="tokens")
 
 
+class WebSession(Base):
+    """A signed-in browser, so that a sign-in can be ended on the server (sign-out, password change, user
+    disabled): the session cookie carries a random session id and only its SHA-256 is kept here. Without its
+    row a cookie, or any copy of it, signs nobody in, whatever its signature and age."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    id_hash: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    user_id: Mapped[int] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
+
+    user: Mapped[User] = relationship()
+
+
 class Release(Base):
     __tablename__ = "releases"
 

@@ -28,6 +28,7 @@ from updater.store.models import (
     RolloutLogLine,
     RolloutStep,
     User,
+    WebSession,
     utcnow,
 )
 
@@ -78,6 +79,50 @@ def find_token(session: Session, token_id: str) -> ApiToken | None:
     return session.scalars(
         sa.select(ApiToken).options(selectinload(ApiToken.user)).where(ApiToken.token_id == token_id)
     ).one_or_none()
+
+
+def list_tokens(session: Session, user: User | None = None) -> Sequence[ApiToken]:
+    """Every API token (or ``user``'s), by user then creation, revoked ones included."""
+    query = sa.select(ApiToken).options(selectinload(ApiToken.user)).join(ApiToken.user)
+    if user is not None:
+        query = query.where(ApiToken.user_id == user.id)
+    return session.scalars(query.order_by(User.username, ApiToken.created_at, ApiToken.id)).all()
+
+
+# --- web sessions ------------------------------------------------------------------------------------------
+
+
+def add_web_session(session: Session, user: User, *, id_hash: str, expires_at: datetime) -> WebSession:
+    record = WebSession(user=user, id_hash=id_hash, expires_at=expires_at)
+    session.add(record)
+    session.flush()
+    return record
+
+
+def find_web_session(session: Session, id_hash: str) -> WebSession | None:
+    return session.scalars(
+        sa.select(WebSession).options(selectinload(WebSession.user)).where(WebSession.id_hash == id_hash)
+    ).one_or_none()
+
+
+def delete_web_sessions(
+    session: Session,
+    *,
+    id_hash: str | None = None,
+    user: User | None = None,
+    expired_at: datetime | None = None,
+) -> int:
+    """Delete the session ``id_hash``, every session of ``user``, or every one expired at ``expired_at``."""
+    query = sa.delete(WebSession)
+    if id_hash is not None:
+        query = query.where(WebSession.id_hash == id_hash)
+    if user is not None:
+        query = query.where(WebSession.user_id == user.id)
+    if expired_at is not None:
+        query = query.where(WebSession.expires_at <= expired_at)
+    if id_hash is None and user is None and expired_at is None:
+        raise ValueError("delete_web_sessions needs a condition")
+    return session.execute(query).rowcount  # type: ignore[attr-defined,no-any-return]
 
 
 # --- audit -------------------------------------------------------------------------------------------------

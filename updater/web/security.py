@@ -1,7 +1,8 @@
 """Sign-in state, CSRF and roles for the web app: the one place that decides who may call a view.
 
-- The UI authenticates with a signed session cookie (Secure, HttpOnly, SameSite=Strict, limited lifetime);
-  every form POST carries the session's CSRF token.
+- The UI authenticates with a signed session cookie (Secure, HttpOnly, SameSite=Strict, limited lifetime)
+  naming a server-side session (``services.accounts.sessions``) that sign-out, a password change or
+  disabling the user ends; every form POST carries the session's CSRF token.
 - The API authenticates only with ``Authorization: Bearer <token>`` and ignores cookies, so a browser
   cannot be tricked into calling it and it needs no CSRF token.
 - Every view is wrapped by :func:`requires` (or explicitly marked :func:`public`); ``create_app`` refuses
@@ -15,13 +16,14 @@ import secrets
 import time
 from collections.abc import Callable
 from functools import wraps
-from typing import Any, TypeVar, cast
+from typing import Any, NoReturn, TypeVar, cast
 
 from flask import Flask, abort, g, redirect, request, session, url_for
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import Forbidden as HTTPForbidden
 from werkzeug.exceptions import Unauthorized
 
-from updater.services.accounts import audit, auth
+from updater.services.accounts import audit, auth, sessions
 from updater.store.db import transaction
 from updater.store.models import Outcome, Role, User
 from updater.web.context import web_context
@@ -53,23 +55,31 @@ def requires(role: Role) -> Callable[[View], View]:
             if user is None:
                 raise Unauthorized("sign in first" if not g.get("api") else "a valid API token is required")
             if not auth.has_role(user.role, role):
-                if request.method in MUTATING_METHODS:
-                    audit.record_separately(
-                        web_context().sessions,
-                        actor=user.username,
-                        action=request.endpoint or request.path,
-                        target=request.path,
-                        outcome=Outcome.REFUSED,
-                        source_ip=request.remote_addr,
-                        detail=f"needs role {role}",
-                    )
-                raise HTTPForbidden(str(auth.Forbidden(user.role, role)))
+                refuse_for_role(user, role)
             return view(*args, **kwargs)
 
         setattr(guarded, ROLE_ATTRIBUTE, role)
         return cast(View, guarded)
 
     return decorate
+
+
+def refuse_for_role(user: User, needed: Role) -> NoReturn:
+    """403 for ``user``, who lacks ``needed``; a refused mutation is audited under the endpoint's name.
+
+    :func:`requires` calls it, and so does a view whose needed role depends on its object (a viewer may
+    revoke their own API token, only an operator another's)."""
+    if request.method in MUTATING_METHODS:
+        audit.record_separately(
+            web_context().sessions,
+            actor=user.username,
+            action=request.endpoint or request.path,
+            target=request.path,
+            outcome=Outcome.REFUSED,
+            source_ip=request.remote_addr,
+            detail=f"needs role {needed}",
+        )
+    raise HTTPForbidden(str(auth.Forbidden(user.role, needed)))
 
 
 def unguarded_views(app: Flask) -> list[str]:
@@ -109,31 +119,47 @@ def check_csrf() -> None:
         abort(400, description="missing or invalid CSRF token: reload the page and try again")
 
 
-def start_session(user: User) -> None:
+SESSION_ID = "sid"
+
+
+def start_session(db: Session, user: User) -> None:
+    """Sign ``user`` in: a new server-side session (in ``db``'s transaction) named by the cookie."""
     session.clear()
     session.permanent = True
     session["uid"] = user.id
     session["login_at"] = time.time()
+    session[SESSION_ID] = sessions.begin(
+        db, user, lifetime_seconds=web_context().config.session_lifetime_seconds
+    )
     session[CSRF_FIELD] = secrets.token_urlsafe(32)  # a new token per sign-in (no fixation)
 
 
-def end_session() -> None:
+def end_session(db: Session) -> None:
+    """Sign out: the server-side session ends (in ``db``'s transaction), so no copy of the cookie works."""
+    session_id = session.get(SESSION_ID)
+    if isinstance(session_id, str):
+        sessions.end(db, session_id)
     session.clear()
 
 
 def load_session_user() -> None:
-    """Set ``g.user`` from the session cookie; an expired session is cleared and reported as such."""
+    """Set ``g.user`` from the session cookie; an expired session is cleared and reported as such.
+
+    The cookie signs in only while its server-side session lives: one ended by sign-out, a password change
+    or disabling the user (or made before sessions were kept on the server) signs nobody in."""
     g.user = None
-    uid, login_at = session.get("uid"), session.get("login_at")
+    uid, login_at, session_id = session.get("uid"), session.get("login_at"), session.get(SESSION_ID)
     if uid is None:
         return
     lifetime = web_context().config.session_lifetime_seconds
     if not isinstance(login_at, int | float) or time.time() - login_at > lifetime:
         session.clear()
         raise SessionExpired()
-    with transaction(web_context().sessions) as db:
-        user = db.get(User, uid)
-    if user is None or user.disabled:
+    user = None
+    if isinstance(session_id, str):
+        with transaction(web_context().sessions) as db:
+            user = sessions.user_for(db, session_id)
+    if user is None or user.id != uid:
         session.clear()
         return
     g.user = user

@@ -73,6 +73,7 @@ def login() -> Any:
         with transaction(context.sessions) as db:
             user = auth.authenticate(db, context.throttle, username, password, request.remote_addr)
             audit.record(db, actor=user.username, action="login", source_ip=request.remote_addr)
+            start_session(db, user)
     except auth.AuthError as error:
         audit.record_separately(
             context.sessions,
@@ -86,7 +87,6 @@ def login() -> Any:
         if isinstance(error, auth.Throttled):
             return page, 429, {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
         return page, 401
-    start_session(user)
     return redirect(_safe_next(request.form.get("next")))
 
 
@@ -95,7 +95,7 @@ def login() -> Any:
 def logout() -> Response:
     with transaction(web_context().sessions) as db:
         audit.record(db, actor=g.user.username, action="logout", source_ip=request.remote_addr)
-    end_session()
+        end_session(db)
     flash("Signed out.", "info")
     return redirect(url_for("ui.login"))
 

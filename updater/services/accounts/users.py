@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session
 
-from updater.services.accounts import audit, auth
+from updater.services.accounts import audit, auth, sessions
 from updater.store import queries
 from updater.store.models import Role, User
 
@@ -53,10 +53,16 @@ def issue_token(db: Session, actor: Actor, username: str, name: str, *, valid_da
 
 
 def set_disabled(db: Session, actor: Actor, username: str, *, disabled: bool) -> User:
-    """Disable (or enable) ``username``; nobody disables their own account (they would be locked out)."""
+    """Disable (or enable) ``username``; nobody disables their own account (they would be locked out).
+
+    Disabling ends the user's web sessions, so enabling the account again does not bring a copied session
+    cookie back to life (its tokens are refused while it is disabled and work again once enabled).
+    """
     if disabled and username == actor.name:
         raise auth.BadInput("you cannot disable your own account")
     user = auth.set_disabled(db, username, disabled)
+    if disabled:
+        sessions.end_all(db, user)
     _record(db, actor, disabled_action(disabled), username)
     return user
 
@@ -77,6 +83,7 @@ def set_up_admin(db: Session, actor: Actor, username: str, *, reset: bool) -> st
         raise queries.AlreadyExists(f"the database already has a user {username!r}")
     else:
         user.password_hash, user.role, user.disabled = auth.hash_password(password), Role.OPERATOR, False
+        sessions.end_all(db, user)  # a new password: whoever signed in with the old one is signed out
     _record(db, actor, "init", username, detail="admin account set up")
     return password
 
