@@ -14,6 +14,7 @@ from typing import Any, cast
 import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
+from tests.support.figures import Figures
 from updater.domain.inventory import inventory_from_ansible
 from updater.domain.plan import BatchMode, Plan, plan_rollout
 from updater.domain.states import NodeProgress, NodeState
@@ -66,7 +67,9 @@ def check_plan(plan: Plan, expected_nodes: int) -> None:
 
 
 @pytest.mark.parametrize("mode", [BatchMode.NODE, BatchMode.DOMAIN])
-def test_bench_plan_from_inventory_data(benchmark: BenchmarkFixture, mode: BatchMode) -> None:
+def test_bench_plan_from_inventory_data(
+    benchmark: BenchmarkFixture, figures: Figures, mode: BatchMode
+) -> None:
     data = simulated_inventory(NODE_COUNT)
 
     def build_and_plan() -> Plan:
@@ -74,15 +77,12 @@ def test_bench_plan_from_inventory_data(benchmark: BenchmarkFixture, mode: Batch
 
     plan, stats = run_rounds(benchmark, build_and_plan, rounds=5 if FULL else 10, warmup_rounds=1)
     check_plan(plan, NODE_COUNT)
-    steps = len(plan.steps)
-    print(
-        f"\nplanner [{mode}] {NODE_COUNT} nodes, {SITES} sites x {RACKS_PER_SITE} racks: {steps} steps; "
-        f"inventory+plan mean {stats.mean * 1000:.1f} ms, min {stats.min * 1000:.1f} ms, "
-        f"max {stats.max * 1000:.1f} ms over {stats.rounds} rounds"
-    )
+    figures.record(f"inventory+plan, {NODE_COUNT} nodes, mean", stats.mean * 1000, "ms")
+    figures.record("inventory+plan, max", stats.max * 1000, "ms")
+    figures.record("plan steps (3 sites x 40 racks)", len(plan.steps), "steps")
 
 
-def test_bench_replan_halfway(benchmark: BenchmarkFixture) -> None:
+def test_bench_replan_halfway(benchmark: BenchmarkFixture, figures: Figures) -> None:
     """What a restarted worker pays: re-plan with half the nodes recorded as done."""
     inventory = inventory_from_ansible(simulated_inventory(NODE_COUNT))
     started = time.perf_counter()
@@ -100,7 +100,6 @@ def test_bench_replan_halfway(benchmark: BenchmarkFixture) -> None:
         rounds=5 if FULL else 10,
     )
     assert plan.node_order() == order[len(order) // 2 :]
-    print(
-        f"\nplanner {NODE_COUNT} nodes: first plan {first_plan_s * 1000:.1f} ms; re-plan with half done "
-        f"mean {stats.mean * 1000:.1f} ms"
-    )
+    figures.record(f"first plan ({NODE_COUNT} nodes)", first_plan_s * 1000, "ms")
+    first_plan = ("first plan", first_plan_s * 1000)
+    figures.record("re-plan with half done, mean", stats.mean * 1000, "ms", baseline=first_plan)
