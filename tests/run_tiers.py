@@ -5,8 +5,8 @@ tier), writes a JUnit report under build/test-reports/, and must run at least th
 committed in tests/tiers.json. Consecutive tiers marked ``"concurrent": true`` there run side by side
 (CI has 90 minutes on 2 cores; tiers that measure nothing by the clock can share them): each one's
 output goes to build/test-reports/<tier>.log and is printed whole when it ends. Every other tier runs
-alone. At the end a table gives every tier's counts and duration, and the closing line sums them up as
-"N passed, N failed, N skipped".
+alone. At the end a table gives every tier's counts and duration and a total row with the run's wall clock,
+and the closing line sums them up as "N passed, N failed, N skipped".
 
 Each test counts once towards the minimums: tests/conftest.py gives every test a ``spec`` property (the file
 and function that define it, and its parameters, whichever module collected it), and a test whose spec an
@@ -164,11 +164,43 @@ def _batches(tiers: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
     return batches
 
 
+def summary(results: list[TierResult], wall_seconds: float) -> list[str]:
+    """The closing table: each tier's counts and its own duration, then a total row whose seconds are the
+    run's wall clock (tiers that ran side by side overlap, so it is less than the sum of their durations),
+    then "N passed, N failed, N skipped"."""
+    columns = f"{'tier':<12}{'tests':>7}{'passed':>8}{'failed':>8}{'skipped':>9}{'repeats':>9}{'minimum':>9}"
+    lines = ["", "===== test tiers =====", f"{columns}{'seconds':>10}"]
+
+    def row(name: str, r: TierResult, seconds: float, flag: str = "") -> str:
+        return (
+            f"{name:<12}{r.tests:>7}{r.passed:>8}{r.failed:>8}{r.skipped:>9}{r.repeats:>9}{r.minimum:>9}"
+            f"{seconds:>10.1f}{flag}"
+        )
+
+    for r in results:
+        flag = "" if r.ok else ("  BELOW MINIMUM" if r.below_minimum and r.failed == 0 else "  FAILED")
+        lines.append(row(r.name, r, r.seconds, flag))
+    total = TierResult(
+        name="total",
+        minimum=sum(r.minimum for r in results),
+        tests=sum(r.tests for r in results),
+        passed=sum(r.passed for r in results),
+        failed=sum(r.failed for r in results),
+        skipped=sum(r.skipped for r in results),
+        repeats=sum(r.repeats for r in results),
+    )
+    lines.append(row("total", total, wall_seconds, "  (wall clock)"))
+    below = sum(1 for r in results if r.below_minimum and r.failed == 0)
+    lines.append(f"{total.passed} passed, {total.failed + below} failed, {total.skipped} skipped")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tier", action="append", help="run only these tiers (default: all)")
     parser.add_argument("pytest_args", nargs="*", help="extra arguments passed to every pytest run")
     args = parser.parse_args(argv)
+    started = time.monotonic()
     config = json.loads((ROOT / "tests" / "tiers.json").read_text())
     results = []
     chosen = [tier for tier in config["tiers"] if not args.tier or tier["name"] in args.tier]
@@ -180,21 +212,7 @@ def main(argv: list[str] | None = None) -> int:
             results.append(run_tier(tier["name"], tier["path"], int(tier["minimum"]), args.pytest_args))
 
     count_repeats(results)
-    print("\n===== test tiers =====")
-    print(
-        f"{'tier':<12}{'tests':>7}{'passed':>8}{'failed':>8}{'skipped':>9}{'repeats':>9}{'minimum':>9}"
-        f"{'seconds':>10}"
-    )
-    for r in results:
-        flag = "" if r.ok else ("  BELOW MINIMUM" if r.below_minimum and r.failed == 0 else "  FAILED")
-        print(
-            f"{r.name:<12}{r.tests:>7}{r.passed:>8}{r.failed:>8}{r.skipped:>9}{r.repeats:>9}{r.minimum:>9}"
-            f"{r.seconds:>10.1f}{flag}"
-        )
-    passed = sum(r.passed for r in results)
-    failed = sum(r.failed for r in results) + sum(1 for r in results if r.below_minimum and r.failed == 0)
-    skipped = sum(r.skipped for r in results)
-    print(f"{passed} passed, {failed} failed, {skipped} skipped")
+    print("\n".join(summary(results, time.monotonic() - started)))
     return 0 if all(r.ok for r in results) else 1
 
 

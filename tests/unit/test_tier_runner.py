@@ -143,3 +143,25 @@ def test_a_test_another_tier_already_ran_does_not_count_towards_the_minimum(tmp_
     assert (unit.repeats, integration.repeats) == (0, 1)
     assert unit.ok
     assert not integration.ok  # 4 tests, 1 skipped, 1 already counted by the unit tier: 2 < 3
+
+
+def test_the_closing_table_gives_each_tier_its_time_and_the_run_its_wall_clock_total() -> None:
+    from tests.run_tiers import summary
+
+    results = [
+        TierResult(name="unit", minimum=2, tests=3, passed=3, seconds=250.0),
+        TierResult(name="browser", minimum=1, tests=2, passed=1, failed=1, seconds=120.0, exit_code=1),
+        TierResult(name="bench", minimum=1, tests=1, passed=1, seconds=60.5),
+    ]
+    lines = summary(results, wall_seconds=310.5)
+    rows = {
+        line.split()[0]: line.split()
+        for line in lines
+        if line and line.split()[0] in {"unit", "browser", "bench", "total"}
+    }
+    assert rows["unit"][-1] == "250.0"
+    assert rows["browser"][-2:] == ["120.0", "FAILED"]
+    assert rows["bench"][-1] == "60.5"
+    # side-by-side tiers overlap: the total is the run's wall clock, not the sum of the tiers' times
+    assert rows["total"][1:] == ["6", "5", "1", "0", "0", "4", "310.5", "(wall", "clock)"]
+    assert lines[-1] == "5 passed, 1 failed, 0 skipped"
