@@ -3,6 +3,12 @@
 Going through ``ansible-inventory`` (rather than parsing files ourselves) means every inventory
 source Ansible accepts (YAML, INI, directories with group_vars, plugins) is read exactly as the
 playbooks will read it.
+
+That costs a Python process start and Ansible's inventory machinery (≈ 0.6 s), too much for every status
+request: :func:`load_inventory_cached` keeps the model while the files ``ansible-inventory`` reads are
+unchanged (a source file and the ``group_vars``/``host_vars`` beside it, or a source directory's whole tree;
+:func:`inventory_fingerprint`). A dynamic inventory plugin whose answer changes without any file changing is
+outside the inventory contract (docs/inventory.md); its change is seen at the next file change.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from updater.domain.inventory import Inventory, inventory_from_ansible
+from updater.services.filecache import FileMemo, Fingerprint, Kept, fingerprint
 
 
 class InventoryLoadError(RuntimeError):
@@ -73,3 +80,35 @@ def ansible_inventory_data(sources: Sequence[str | Path], *, timeout: float = 12
 
 def load_inventory(sources: Sequence[str | Path], *, timeout: float = 120) -> Inventory:
     return inventory_from_ansible(ansible_inventory_data(sources, timeout=timeout))
+
+
+def inventory_fingerprint(sources: Sequence[str | Path]) -> Fingerprint:
+    """The fingerprint of what ``ansible-inventory -i SOURCE...`` reads: a source file with the ``group_vars``
+    and ``host_vars`` directories beside it, or a source directory's whole tree (its own ``group_vars`` and
+    ``host_vars`` included). A comma-separated host list is its own text."""
+    files: list[Path] = []
+    trees: list[Path] = []
+    for source in sources:
+        text = str(source)
+        if "," in text:
+            continue  # a host list: the key already holds it
+        path = Path(source).absolute()
+        if path.is_dir():
+            trees.append(path)
+        else:
+            files.append(path)
+            trees += [path.parent / "group_vars", path.parent / "host_vars"]
+    return fingerprint(files, trees=trees)
+
+
+_INVENTORIES: FileMemo[Inventory] = FileMemo()
+
+
+def load_inventory_cached(sources: Sequence[str | Path], *, timeout: float = 120) -> Inventory:
+    """:func:`load_inventory`, run again only when :func:`inventory_fingerprint` changes."""
+    key = tuple(str(Path(s).absolute()) if "," not in str(s) else str(s) for s in sources)
+    return _INVENTORIES.get(
+        key,
+        lambda: inventory_fingerprint(sources),
+        lambda: Kept(load_inventory(sources, timeout=timeout)),
+    )

@@ -5,13 +5,18 @@ Sources, in order of authority: the inventory (which nodes exist, where), the cl
 that was seen), the store (each node's latest rollout step, the installed release), the trust directory (the
 license). Nothing is invented: an unknown value is shown as unknown, and a source that cannot be read is
 reported as a problem.
+
+Every status request builds one, so what rarely changes is kept (:mod:`updater.services.filecache`): the
+inventory while the files ``ansible-inventory`` reads are unchanged, the verified license while the trust
+directory's files are unchanged and the time is inside the license's and the keyring's validity (an expiry
+is seen the moment it comes). The store and the cluster's observation are read every time.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,14 @@ from updater.domain.license import verify_license
 from updater.domain.states import FINAL_ROLLOUT_STATES
 from updater.services.cluster import inventory as inventory_loader
 from updater.services.cluster import view as cluster_view
-from updater.services.installation.trust import LICENSE_FILE, TrustUnreadable, read_trust
+from updater.services.filecache import FileMemo, Kept, fingerprint
+from updater.services.installation.trust import (
+    KEYRING_FILE,
+    LICENSE_FILE,
+    TRUST_ROOT_FILE,
+    TrustUnreadable,
+    read_trust,
+)
 from updater.store import queries
 
 
@@ -112,24 +124,47 @@ def load_inventory(path: str) -> Inventory:
             raise InventoryError(f"inventory {path} is not valid JSON: {error}") from None
         return inventory_from_ansible(data)
     try:
-        return inventory_loader.load_inventory([path], timeout=60)
+        return inventory_loader.load_inventory_cached([path], timeout=60)
     except inventory_loader.InventoryLoadError as error:
         raise InventoryError(str(error)) from None
 
 
-def load_license(trust_dir: Path, *, now: datetime) -> LicenseSummary | None:
-    """The installed license, verified against the installed keyring; None when no license is installed."""
-    if not (trust_dir / LICENSE_FILE).exists():
-        return None
+def _verified_license(trust_dir: Path, now: datetime) -> Kept[LicenseSummary]:
     installed = read_trust(trust_dir, now=now, entitlement_key=False)  # shown even when the key is broken
-    lic = verify_license(installed.license_document, installed.store.keyring, now=now)
-    return LicenseSummary(
+    keyring = installed.store.keyring
+    lic = verify_license(installed.license_document, keyring, now=now)
+    summary = LicenseSummary(
         lic.license_id,
         lic.customer,
         tuple(sorted(lic.channels)),
         lic.node_entitlement,
         lic.updates_until,
         lic.expires,
+    )
+    # verify_license's clock checks: issued <= today <= expires (whole UTC days), now < the keyring's expiry.
+    day_after_expiry = datetime.combine(lic.expires + timedelta(days=1), time(), tzinfo=UTC)
+    return Kept(
+        summary,
+        valid_from=datetime.combine(lic.issued, time(), tzinfo=UTC),
+        valid_until=min(day_after_expiry, keyring.expires),
+    )
+
+
+_LICENSES: FileMemo[LicenseSummary] = FileMemo()
+
+
+def load_license(trust_dir: Path, *, now: datetime) -> LicenseSummary | None:
+    """The installed license, verified against the installed keyring; None when no license is installed.
+
+    Verified again only when a trust file changed or ``now`` left the span the last verification holds for."""
+    if not (trust_dir / LICENSE_FILE).exists():
+        return None
+    files = [trust_dir / name for name in (TRUST_ROOT_FILE, KEYRING_FILE, LICENSE_FILE)]
+    return _LICENSES.get(
+        str(trust_dir.absolute()),
+        lambda: fingerprint(files),
+        lambda: _verified_license(trust_dir, now),
+        now=now,
     )
 
 
