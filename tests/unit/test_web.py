@@ -261,12 +261,15 @@ UI_MUTATIONS: dict[str, tuple[dict[str, str], dict[str, str]]] = {
     "ui.disable_user": ({"username": "vera"}, {}),
     "ui.enable_user": ({"username": "vera"}, {}),
     "ui.create_token": ({"username": "vera"}, {"name": "ci"}),
+    # another user's token: a viewer may revoke only their own (test_web_tokens.py)
+    "ui.tokens.revoke": ({"username": "olga", "token_id": "0123456789abcdef"}, {}),
 }
 API_MUTATIONS: dict[str, tuple[dict[str, str], dict[str, Any] | None]] = {
     "api.add_user": ({}, {"username": "newbie", "role": "viewer"}),
     "api.disable_user": ({"username": "vera"}, None),
     "api.enable_user": ({"username": "vera"}, None),
     "api.create_token": ({"username": "vera"}, {"name": "ci"}),
+    "api.tokens.revoke_token": ({"username": "olga", "token_id": "0123456789abcdef"}, None),
 }
 # Release and rollout mutations: each refused for a viewer and without CSRF; their effects are tested in
 # test_web_import.py, test_web_rollout.py and the integration tier (they need a worker or ZooKeeper).
@@ -361,6 +364,8 @@ def test_every_ui_mutation_needs_the_csrf_token(site: Site) -> None:
 
 
 def test_every_operator_mutation_writes_the_audit_log(site: Site) -> None:
+    with transaction(site.sessions) as db:  # the token the tables revoke
+        q.add_token(db, q.get_user(db, "olga"), token_id="0123456789abcdef", secret_hash="0" * 64, name="old")
     client = site.client()
     login(client, "olga")
     for endpoint, (values, form) in UI_MUTATIONS.items():
@@ -381,10 +386,12 @@ def test_every_operator_mutation_writes_the_audit_log(site: Site) -> None:
         ("olga", "user.disable", "vera", Outcome.OK),
         ("olga", "user.enable", "vera", Outcome.OK),
         ("olga", "token.create", "vera", Outcome.OK),
+        ("olga", "token.revoke", "olga", Outcome.OK),
         ("olga", "user.add", "newbie", Outcome.OK),
         ("olga", "user.disable", "vera", Outcome.OK),
         ("olga", "user.enable", "vera", Outcome.OK),
         ("olga", "token.create", "vera", Outcome.OK),
+        ("olga", "token.revoke", "olga", Outcome.OK),
     ]
     assert all(e.source_ip == "192.0.2.10" for e in site.audit())
 

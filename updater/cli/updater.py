@@ -20,13 +20,13 @@ from updater.cli import release_commands, rollout_commands, self_update_commands
 from updater.config import HOME_ENV, ConfigError, ServiceConfig, home_from_env, known_secrets, load_config
 from updater.domain.errors import VerificationError
 from updater.https.certificates import CertificateError
-from updater.services.accounts import auth, users
+from updater.services.accounts import auth, tokens, users
 from updater.services.installation import setup
 from updater.services.installation.overview import build_overview
 from updater.store import queries
 from updater.store.db import StoreError, current_revision, make_engine, migrate, session_factory, transaction
 from updater.tasks.app import run_beat, run_worker
-from updater.views.json_views import rollout_json
+from updater.views.json_views import rollout_json, token_json
 from updater.web import create_app
 from updater.web.wsgi import serve
 
@@ -146,6 +146,34 @@ def cmd_token_create(args: argparse.Namespace) -> int:
     print(
         f"(API token {args.name!r} for {args.username}; shown once, only its hash is stored)", file=sys.stderr
     )
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    def work(db: Session) -> int:
+        found = tokens.list_tokens(db, args.username)
+        if args.json:
+            print(json.dumps([token_json(t) for t in found], indent=2))
+            return 0
+        if not found:
+            print("no API token")
+        for t in found:
+            expires = f"{t.expires_at:%Y-%m-%d %H:%M}Z" if t.expires_at else "never"
+            print(
+                f"{t.token_id}  {t.user.username:24} {tokens.state(t)!s:8} "
+                f"created {t.created_at:%Y-%m-%d %H:%M}Z  expires {expires:17}  {t.name}"
+            )
+        return 0
+
+    return _with_db(_config(args), work)
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    name = _with_db(
+        _config(args),
+        lambda db: tokens.revoke(db, users.Actor(_actor()), args.username, args.token_id, role=None).name,
+    )
+    print(f"API token {name!r} ({args.token_id}) of {args.username} revoked: it is refused from now on")
     return 0
 
 
@@ -315,6 +343,14 @@ def _add_accounts(commands: Any) -> None:
     create.add_argument("--name", required=True, help="what the token is for")
     create.add_argument("--days", type=int, help="valid for this many days (default: until revoked)")
     create.set_defaults(func=cmd_token_create)
+    listing = token.add_parser("list", help="list API tokens (never their secrets) with their state")
+    listing.add_argument("username", nargs="?", help="only this user's tokens (default: every user's)")
+    listing.add_argument("--json", action="store_true")
+    listing.set_defaults(func=cmd_token_list)
+    revoke = token.add_parser("revoke", help="revoke an API token: refused from its next request on")
+    revoke.add_argument("username")
+    revoke.add_argument("token_id", help="the token id `token list` shows (the 16 hex digits after crl_)")
+    revoke.set_defaults(func=cmd_token_revoke)
 
 
 def _add_reading_and_processes(commands: Any) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from updater.store.models import AuditEntry, Release, Rollout, User
+from updater.services.accounts import tokens
+from updater.store.models import ApiToken, AuditEntry, Release, Rollout, User
 
 
 def _iso(value: Any) -> str | None:
@@ -17,6 +18,18 @@ def user_json(user: User) -> dict[str, Any]:
         "role": str(user.role),
         "created_at": _iso(user.created_at),
         "disabled": user.disabled,
+    }
+
+
+def token_json(token: ApiToken) -> dict[str, Any]:
+    """An API token's public part, dates and state (active, expired or revoked), never its secret."""
+    return {
+        "token_id": token.token_id,
+        "username": token.user.username,
+        "name": token.name,
+        "created_at": _iso(token.created_at),
+        "expires_at": _iso(token.expires_at),
+        "state": str(tokens.state(token)),
     }
 
 

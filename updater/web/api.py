@@ -20,6 +20,7 @@ from updater.store.models import Outcome, Role
 from updater.views.json_views import audit_json, release_json, rollout_json, user_json
 from updater.web.api_releases import releases_api
 from updater.web.api_rollouts import rollouts_api
+from updater.web.api_tokens import tokens_api
 from updater.web.context import web_context
 from updater.web.openapi import openapi_document
 from updater.web.params import int_arg
@@ -28,6 +29,7 @@ from updater.web.security import load_token_user, public, requires
 api = Blueprint("api", __name__, url_prefix="/api/v1")
 api.register_blueprint(releases_api)
 api.register_blueprint(rollouts_api)
+api.register_blueprint(tokens_api)
 
 __all__ = ["api"]
 

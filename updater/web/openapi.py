@@ -39,6 +39,7 @@ def _errors(*codes: int) -> dict[str, Any]:
 _USERNAME = {"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}
 _ROLLOUT_ID = {"name": "rollout_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
+_TOKEN_ID = {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _IMPORT_ID = {"name": "import_id", "in": "path", "required": True, "schema": {"type": "string"}}
 _CHECK = {
     "type": "object",
@@ -66,6 +67,18 @@ _SCHEMAS: dict[str, Any] = {
             "role": {"type": "string", "enum": ["viewer", "operator"]},
             "created_at": {"type": "string", "format": "date-time"},
             "disabled": {"type": "boolean"},
+        },
+    },
+    "ApiToken": {
+        "type": "object",
+        "required": ["token_id", "username", "name", "created_at", "expires_at", "state"],
+        "properties": {
+            "token_id": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+            "username": {"type": "string"},
+            "name": {"type": "string"},
+            "created_at": {"type": "string", "format": "date-time"},
+            "expires_at": _nullable("string", format="date-time"),
+            "state": {"type": "string", "enum": ["active", "expired", "revoked"]},
         },
     },
     "Check": {
@@ -512,15 +525,35 @@ def _paths() -> dict[str, Any]:
         "/api/v1/users/{username}/enable": _post(
             "Enable a user", _ref("User"), body=None, parameters=[_USERNAME], errors=(404,)
         ),
-        "/api/v1/users/{username}/tokens": _post(
-            "Create an API token for a user; the answer carries it, once",
-            token,
-            body=token_request,
-            status=201,
-            parameters=[_USERNAME],
-            errors=(404,),
-        ),
+        "/api/v1/users/{username}/tokens": {
+            **_get(
+                "A user's API tokens (never their secrets), revoked and expired ones included",
+                _array("tokens", "ApiToken"),
+                parameters=[_USERNAME],
+                errors=(404,),
+            ),
+            **_post(
+                "Create an API token for a user; the answer carries it, once",
+                token,
+                body=token_request,
+                status=201,
+                parameters=[_USERNAME],
+                errors=(404,),
+            ),
+        },
+        "/api/v1/users/{username}/tokens/{token_id}/revoke": _revoke_token(),
     }
+
+
+def _revoke_token() -> dict[str, Any]:
+    operation = _post(
+        "Revoke an API token", _ref("ApiToken"), body=None, parameters=[_USERNAME, _TOKEN_ID], errors=(404,)
+    )
+    operation["post"]["summary"] = (
+        "Revoke an API token: refused from the next request on; audited (an operator: anyone's token;"
+        " a viewer: their own)"
+    )
+    return operation
 
 
 def openapi_document() -> dict[str, Any]:

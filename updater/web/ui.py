@@ -11,7 +11,7 @@ from flask import Blueprint, abort, flash, g, redirect, render_template, request
 from werkzeug.wrappers import Response
 
 from updater.domain.states import FINAL_ROLLOUT_STATES
-from updater.services.accounts import audit, auth
+from updater.services.accounts import audit, auth, tokens
 from updater.services.accounts import users as accounts
 from updater.services.installation.overview import build_overview
 from updater.store import queries
@@ -32,10 +32,12 @@ from updater.web.security import (
 )
 from updater.web.ui_releases import releases_ui
 from updater.web.ui_rollouts import rollouts_ui
+from updater.web.ui_tokens import tokens_ui
 
 ui = Blueprint("ui", __name__)
 ui.register_blueprint(releases_ui)
 ui.register_blueprint(rollouts_ui)
+ui.register_blueprint(tokens_ui)
 
 
 @ui.before_request
@@ -157,7 +159,8 @@ def audit_log() -> str:
 def users() -> str:
     with transaction(web_context().sessions) as db:
         items = queries.list_users(db)
-    return render_template("users.html", users=items, roles=[r.value for r in Role])
+        api_tokens = [(t, str(tokens.state(t))) for t in tokens.list_tokens(db)]
+    return render_template("users.html", users=items, roles=[r.value for r in Role], tokens=api_tokens)
 
 
 def _refuse(action: str, target: str, message: str) -> Response:
