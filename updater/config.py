@@ -72,6 +72,12 @@ class ServiceConfig:
     secure_cookies: bool = True  # only the unit tests' plain-HTTP test client turns this off
     login_max_failures: int = 5
     login_lockout_seconds: int = 300
+    # Where the login throttle counts failures: empty, the service's Redis (redis_url), seen by every web
+    # worker process; "memory://" keeps it in the one process (allowed only with web_workers = 1).
+    login_throttle_url: str = ""
+    # gunicorn: worker processes of the web tier and threads in each (docs/security.md, "Limits").
+    web_workers: int = 2
+    web_threads: int = 16
     # The online update channel (all empty: none; bundles are imported by hand). The license, entitlement key
     # and channel root it uses live in trust/; the channel name is one the license covers.
     channel_url: str = ""  # https://updates.example.com (the update server's base URL, no /v1)
@@ -99,10 +105,25 @@ class ServiceConfig:
                 raise ConfigError(f"{name} must be a positive whole number, got {value!r}")
         if self.login_max_failures < 1 or self.login_lockout_seconds < 1:
             raise ConfigError("login_max_failures and login_lockout_seconds must be at least 1")
+        self._check_web_tier()
         limit = self.download_rate_limit_bytes
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
             raise ConfigError(f"download_rate_limit_bytes must be 0 (no limit) or more, got {limit!r}")
         self._check_channel()
+
+    def _check_web_tier(self) -> None:
+        for name in ("web_workers", "web_threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+                raise ConfigError(f"{name} must be a whole number from 1 to 64, got {value!r}")
+        url = self.login_throttle_url
+        if url not in ("", "memory://") and not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError('login_throttle_url must be empty (redis_url), "memory://" or a Redis URL')
+        if url == "memory://" and self.web_workers > 1:
+            raise ConfigError(
+                'login_throttle_url "memory://" counts failed logins in one process: with web_workers > 1 '
+                "a guesser would get each worker's allowance; leave it empty (Redis) or set web_workers to 1"
+            )
 
     def _check_channel(self) -> None:
         given = [bool(self.channel_url), bool(self.channel_ca_file), bool(self.channel)]
@@ -244,9 +265,10 @@ def known_secrets(config: ServiceConfig) -> list[str]:
     password = make_url(config.effective_database_url).password
     if password:
         values.append(str(password))
-    redis_password = urlsplit(config.redis_url).password
-    if redis_password:
-        values.append(redis_password)
+    for redis_url in (config.redis_url, config.login_throttle_url):
+        redis_password = urlsplit(redis_url).password
+        if redis_password:
+            values.append(redis_password)
     key_file = config.trust_dir / ENTITLEMENT_KEY_FILE
     if key_file.exists():
         values.append(key_file.read_text().strip())

@@ -86,6 +86,10 @@ def make_site(tmp_path: Path, **overrides: Any) -> Site:
         "max_upload_bytes": UPLOAD_LIMIT,
         "inventory_path": str(_inventory(tmp_path / "inventory.json")),
         "login_max_failures": 3,
+        # One app, no Redis: the throttle in this process (tests/integration/test_login_throttle_shared.py
+        # runs it in Redis across two apps).
+        "login_throttle_url": "memory://",
+        "web_workers": 1,
     }
     settings.update(overrides)
     config = ServiceConfig(**settings)

@@ -1,11 +1,11 @@
-"""Run a Flask app under gunicorn, HTTPS only, in one worker process with threads.
+"""Run a Flask app under gunicorn, HTTPS only, in worker processes with threads.
 
 The one launcher for both of Corral's HTTPS services: the update service's web app
-(:mod:`updater.web.wsgi`) and the reference update server (:mod:`updater.server.wsgi`). Both need a single
-process (each keeps per-process state: the login throttle, the replay cache), both serve TLS 1.2+ only
-(gunicorn's default context) with AEAD suites only on TLS 1.2 (:data:`TLS12_CIPHERS`; TLS 1.3 has no other
-kind), and both keep their access logs free of secrets: the request line and status, never headers (tokens,
-signatures) or bodies (passwords).
+(:mod:`updater.web.wsgi`, ``web_workers`` processes: its login throttle is in Redis) and the reference
+update server (:mod:`updater.server.wsgi`, one process: it keeps its replay cache in memory). Both serve
+TLS 1.2+ only (gunicorn's default context) with AEAD suites only on TLS 1.2 (:data:`TLS12_CIPHERS`; TLS 1.3
+has no other kind), and both keep their access logs free of secrets: the request line and status, never
+headers (tokens, signatures) or bodies (passwords).
 
 Each service has its own gunicorn control socket, ``<home>/run/gunicorn.ctl``: gunicorn's default is one
 path per user (``$XDG_RUNTIME_DIR`` or ``~/.gunicorn``), so a second service started by the same user took
@@ -52,15 +52,22 @@ def control_socket(home: Path) -> Path:
 
 
 def tls_options(
-    *, bind: str, cert: str, key: str, threads: int, home: Path, graceful_timeout: int = 10
+    *,
+    bind: str,
+    cert: str,
+    key: str,
+    threads: int,
+    home: Path,
+    graceful_timeout: int = 10,
+    workers: int = 1,
 ) -> dict[str, Any]:
-    """gunicorn settings: one gthread worker, the certificate and key, AEAD-only TLS 1.2 suites, the control
-    socket under ``home``, access and error logs on stdout."""
+    """gunicorn settings: ``workers`` gthread workers, the certificate and key, AEAD-only TLS 1.2 suites, the
+    control socket under ``home``, access and error logs on stdout."""
     if not cert or not key:
         raise ValueError("an HTTPS service needs both a certificate and a key")
     return {
         "bind": bind,
-        "workers": 1,
+        "workers": workers,
         "worker_class": "gthread",
         "threads": threads,
         "certfile": cert,

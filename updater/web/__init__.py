@@ -15,7 +15,8 @@ from werkzeug.exceptions import HTTPException, InternalServerError, RequestEntit
 from werkzeug.wrappers import Response
 
 from updater.config import ServiceConfig, known_secrets
-from updater.services.accounts.auth import LoginThrottle, RedactSecrets, install_redaction
+from updater.services.accounts.auth import RedactSecrets, install_redaction
+from updater.services.accounts.throttle import login_throttle
 from updater.services.jobs import JobQueue
 from updater.store.db import make_engine, require_current_schema, session_factory
 from updater.web.api import api
@@ -124,7 +125,7 @@ def create_app(config: ServiceConfig, *, engine: sa.Engine | None = None, check_
         config=config,
         engine=engine,
         sessions=session_factory(engine),
-        throttle=LoginThrottle(config.login_max_failures, float(config.login_lockout_seconds)),
+        throttle=login_throttle(config),
         redactor=redactor,
         queue=JobQueue(config),
     )

@@ -9,7 +9,7 @@ from flask import current_app
 from sqlalchemy.orm import Session, sessionmaker
 
 from updater.config import ServiceConfig
-from updater.services.accounts.auth import LoginThrottle, RedactSecrets
+from updater.services.accounts.auth import RedactSecrets, Throttle
 from updater.services.jobs import JobQueue
 
 EXTENSION = "corral"
@@ -20,7 +20,7 @@ class WebContext:
     config: ServiceConfig
     engine: sa.Engine
     sessions: sessionmaker[Session]
-    throttle: LoginThrottle
+    throttle: Throttle  # shared by every worker process (Redis) unless the config keeps it in one
     redactor: RedactSecrets
     queue: JobQueue  # one Celery app per web app, made on first use
 

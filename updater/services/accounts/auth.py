@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Protocol
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
@@ -125,12 +126,23 @@ def generate_password() -> str:
 # --- login throttling ---------------------------------------------------------------------------------------
 
 
+class Throttle(Protocol):
+    """What :func:`authenticate` asks of a login throttle: :class:`LoginThrottle` (one process's memory) or
+    :class:`~updater.services.accounts.throttle.SharedLoginThrottle` (Redis, shared by every web worker)."""
+
+    def check(self, username: str, source: str | None) -> None: ...
+    def failed(self, username: str, source: str | None) -> None: ...
+    def succeeded(self, username: str) -> None: ...
+
+
 @dataclass
 class LoginThrottle:
     """Refuses logins for a while after ``max_failures`` recent failures, per username and per client address.
 
-    In memory: the web app runs as one gunicorn process with threads (updater/server/wsgi.py explains the
-    same choice), so one throttle sees every attempt. A success for a username clears that username.
+    In this process's memory: for the CLI, the tests and a web tier of one worker process
+    (``login_throttle_url = "memory://"``); several worker processes share
+    :class:`~updater.services.accounts.throttle.SharedLoginThrottle`, the same policy in Redis. A success for
+    a username clears that username.
     """
 
     max_failures: int = 5
@@ -268,7 +280,7 @@ def create_user(session: Session, username: str, password: str, role: Role) -> U
 
 
 def authenticate(
-    session: Session, throttle: LoginThrottle, username: str, password: str, source: str | None
+    session: Session, throttle: Throttle, username: str, password: str, source: str | None
 ) -> User:
     """The user with these credentials, or :class:`InvalidCredentials` / :class:`Throttled`."""
     throttle.check(username, source)
