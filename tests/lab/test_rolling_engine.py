@@ -18,6 +18,7 @@ import re
 import shutil
 import signal
 import subprocess
+import tarfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from tests.unit import bundle_kit
 from updater.lab.boot_service import LabBootService
 from updater.lab.lab import Lab
 from updater.services.cluster.boot import FENCE_DIR, StaleBootToken
-from updater.services.cluster.lock import ClusterLock, StaleToken
+from updater.services.cluster.lock import ClusterLock, LockHolder, StaleToken
 
 V1, V2 = "0.1.0", "0.2.0"
 NODES = ("node1", "node2", "node3")
@@ -68,6 +69,64 @@ class HasHosts(Protocol):
 
     @property
     def hosts(self) -> str: ...
+
+
+# A service role the test releases' collections carry besides the product's (corral.cloud.service_double):
+# listed in rolling_node_roles, its drain and undrain write down on the controller who ran them (the run's
+# CORRAL_ROLLOUT_RUN marker) and hold while the test's hold file exists, so a test can act in the middle of a
+# drain or an undrain and see afterwards which run changed what. Its directory is $CORRAL_SERVICE_DOUBLE_DIR
+# (the per-node plays inherit the controller's environment); unset, the double does nothing.
+SERVICE_DOUBLE = "service_double"
+SERVICE_DOUBLE_DIR = "CORRAL_SERVICE_DOUBLE_DIR"
+_DOUBLE_ACTION = """---
+- name: ACTION the service double (written down; held while its hold file exists)
+  ansible.builtin.shell: |
+    log="$CORRAL_SERVICE_DOUBLE_DIR/log"
+    hold="$CORRAL_SERVICE_DOUBLE_DIR/hold-ACTION-{{ inventory_hostname }}"
+    echo "ACTION start {{ inventory_hostname }} ${CORRAL_ROLLOUT_RUN:-manual}" >> "$log"
+    i=0
+    while [ -e "$hold" ] && [ $i -lt 900 ]; do sleep 0.2; i=$((i + 1)); done
+    echo "ACTION end {{ inventory_hostname }} ${CORRAL_ROLLOUT_RUN:-manual}" >> "$log"
+  delegate_to: localhost
+  changed_when: true
+  when: lookup('ansible.builtin.env', 'CORRAL_SERVICE_DOUBLE_DIR') | length > 0
+"""
+SERVICE_DOUBLE_FILES = {
+    "tasks/main.yml": "---\n- name: Nothing to deploy\n  ansible.builtin.meta: noop\n",
+    "tasks/health.yml": "---\n- name: The service double is healthy\n  ansible.builtin.meta: noop\n",
+    "tasks/drain.yml": _DOUBLE_ACTION.replace("ACTION", "drain"),
+    "tasks/undrain.yml": _DOUBLE_ACTION.replace("ACTION", "undrain"),
+}
+
+
+def build_collection_with_double(out: Path) -> Path:
+    """This tree's collection with :data:`SERVICE_DOUBLE` added, built as a release's tarball into ``out``."""
+    source = out / "source"
+    with tarfile.open(build_collection(out / "plain")) as tar:
+        tar.extractall(source, filter="data")
+    for built_only in ("MANIFEST.json", "FILES.json"):  # ansible-galaxy writes them again from galaxy.yml
+        (source / built_only).unlink()
+    shutil.copy(ROOT / "galaxy.yml", source / "galaxy.yml")
+    for name, text in SERVICE_DOUBLE_FILES.items():
+        path = source / "roles" / SERVICE_DOUBLE / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    subprocess.run(
+        [str(VENV_BIN / "ansible-galaxy"), "collection", "build", "--output-path", str(out), str(source)],
+        check=True,
+        capture_output=True,
+    )
+    (tarball,) = out.glob("corral-cloud-*.tar.gz")
+    return tarball
+
+
+def double_log(directory: Path) -> list[tuple[str, str, str, str]]:
+    """The service double's log in ``directory``: (action, start|end, node, run marker) per line."""
+    try:
+        text = (directory / "log").read_text()
+    except FileNotFoundError:
+        return []
+    return [(a, edge, node, marker) for a, edge, node, marker in (line.split() for line in text.splitlines())]
 
 
 @dataclass
@@ -156,9 +215,11 @@ def _version(release_text: str) -> str:
     return match.group(1)
 
 
-def build_controller(session: LabSession, zookeeper: HasHosts, work: Path, nodes: int = 5) -> Controller:
-    """Trust, a license, the release's collection and two signed bundles: v2 (good) and 0.2.1, whose sshd
-    never starts (bad). Changes nothing on the nodes."""
+def build_controller(
+    session: LabSession, zookeeper: HasHosts, work: Path, nodes: int = 5, *, double: bool = False
+) -> Controller:
+    """Trust, a license, the release's collection (with :data:`SERVICE_DOUBLE` when ``double``) and two
+    signed bundles: v2 (good) and 0.2.1, whose sshd never starts (bad). Changes nothing on the nodes."""
     base = session.lab.images.get(session.base_image)
     assert base.release.version == V1, (
         f"the lab's image is {base.release.version}, these specs roll {V1} to {V2}"
@@ -171,7 +232,7 @@ def build_controller(session: LabSession, zookeeper: HasHosts, work: Path, nodes
     (trust / "keyring.json").write_bytes(kit.vendor.keyring.read_bytes())
     (trust / "license.json").write_bytes(issued.document)
     (trust / "entitlement-key").write_text(issued.key_path.read_text())
-    collection = build_collection(work / "collection")
+    collection = (build_collection_with_double if double else build_collection)(work / "collection")
     releases = {}
     for name, version, files in (
         ("good", V2, {"/etc/motd": "Corral 0.2.0\n"}),
@@ -192,7 +253,7 @@ def build_controller(session: LabSession, zookeeper: HasHosts, work: Path, nodes
 def controller(
     session: LabSession, zookeeper: ZooKeeperServer, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Controller]:
-    ctl = build_controller(session, zookeeper, tmp_path_factory.mktemp("rolling"))
+    ctl = build_controller(session, zookeeper, tmp_path_factory.mktemp("rolling"), double=True)
     ctl.reset()
     yield ctl
     ctl.reset()
@@ -400,3 +461,116 @@ def test_a_stale_worker_cannot_set_a_boot_pointer_after_a_newer_rollout_took_ove
         boot.boot_once("node2", controller.bad.image, old.token)
     assert controller.session.lab.boot_pointer("node2").next is None
     controller.reset()
+
+
+# An Ansible callback that stops the play right after one task on one host until the test removes its mark:
+# the test takes the cluster over from the paused run at exactly that point (the run's token becomes stale).
+_PAUSE_CALLBACK = """
+import os
+import time
+from pathlib import Path
+
+from ansible.plugins.callback import CallbackBase
+
+
+class CallbackModule(CallbackBase):
+    CALLBACK_VERSION = 2.0
+    CALLBACK_TYPE = "aggregate"
+    CALLBACK_NAME = "pause_after_task"
+    CALLBACK_NEEDS_ENABLED = True
+
+    def v2_runner_on_ok(self, result):
+        wanted = (os.environ["CORRAL_PAUSE_HOST"], os.environ["CORRAL_PAUSE_AFTER_TASK"])
+        if (result._host.get_name(), result._task.name) != wanted:
+            return
+        mark = Path(os.environ["CORRAL_PAUSE_DIR"]) / "paused"
+        mark.write_text(result._task.name)
+        deadline = time.monotonic() + 300
+        while mark.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+"""
+
+
+@pytest.mark.parametrize(
+    ("step", "last_write"),
+    [
+        ("drain", "Record the node state: draining"),
+        ("reboot", "Boot the new image once"),
+        ("undrain", "Make the new image the node's default"),
+    ],
+)
+def test_a_run_taken_over_right_before_a_node_changing_step_stops_there_and_changes_nothing(
+    controller: Controller, tmp_path: Path, step: str, last_write: str
+) -> None:
+    """issue 19 item 1b: each of drain, reboot and undrain follows a write the run's token let through (its
+    node record, the one-shot boot pointer, the default boot pointer). A newer run takes the cluster over
+    right after that write (the same rollout, a newer token: what a new worker does after its predecessor
+    died): the old run's play, still alive, must stop before the step (owns_cluster.yml) and leave node1 as
+    it was."""
+    double, pause = tmp_path / "double", tmp_path / "pause"
+    double.mkdir()
+    pause.mkdir()
+    (pause / "pause_after_task.py").write_text(_PAUSE_CALLBACK)
+    before = len(controller.session.lab.boots())
+    boot_id = controller.session.boot_id("node1")
+    old: LockHolder | None = None
+    env = {
+        **controller.env(),
+        SERVICE_DOUBLE_DIR: str(double),
+        "ANSIBLE_CALLBACK_PLUGINS": str(pause),
+        "ANSIBLE_CALLBACKS_ENABLED": "pause_after_task",
+        "CORRAL_PAUSE_HOST": "node1",
+        "CORRAL_PAUSE_AFTER_TASK": last_write,
+        "CORRAL_PAUSE_DIR": str(pause),
+    }
+    try:
+        command = controller.command(
+            "-e",
+            f"corral_bundle={controller.good.bundle}",
+            check_vars={"rolling_node_roles": [SERVICE_DOUBLE]},
+        )
+        with subprocess.Popen(
+            command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT, env=env
+        ) as process:
+            try:
+                deadline = time.monotonic() + 300
+                while not (pause / "paused").exists():
+                    assert process.poll() is None, f"the run ended before {last_write!r}"
+                    assert time.monotonic() < deadline, f"node1 never reached {last_write!r}"
+                    time.sleep(0.2)
+                for lock in controller.lock():
+                    holder = lock.holder()
+                    assert holder is not None
+                    newer = lock.acquire(holder.rollout_id, "the run that took over")
+                    assert newer.token > holder.token
+                    old = holder
+                (pause / "paused").unlink()
+                out, _ = process.communicate(timeout=300)
+            finally:
+                if process.poll() is None:
+                    process.kill()
+        assert process.returncode != 0, out[-6000:]
+        assert old is not None
+        if step == "reboot":  # the reboot block's rescue sees the stale token and leaves the node alone
+            assert "was fenced off" in out, out[-6000:]
+        else:
+            assert f"fencing token {old.token} is stale" in out, out[-6000:]
+        changed = [(action, edge, node) for action, edge, node, _ in double_log(double)]
+        rebooted = [(node, kind) for node, _, kind in controller.boots_since(before)]
+        print(f"\n[rolling] taken over after {last_write!r}: double {changed}, boots {rebooted}")
+        if step == "drain":
+            assert changed == []
+            assert rebooted == []
+        elif step == "reboot":
+            assert changed == [("drain", "start", "node1"), ("drain", "end", "node1")]
+            assert rebooted == []
+            assert controller.session.boot_id("node1") == boot_id
+        else:
+            assert changed == [("drain", "start", "node1"), ("drain", "end", "node1")]
+            assert rebooted == [("node1", "once")]
+        for lock in controller.lock():
+            progress = lock.read_progress(old.rollout_id)
+            expected = {"drain": "draining", "reboot": "rebooting", "undrain": "verifying"}[step]
+            assert {node: record.state for node, record in progress.items()} == {"node1": expected}
+    finally:
+        controller.reset()  # a failed case leaves no rollout behind for the next one
