@@ -2,6 +2,9 @@
 
 For the operator: no 5xx, and every answer matches the document (status code, content type, schema).
 For the viewer: no 5xx, reads are answered, and every mutation is refused (403) with nothing changed.
+With invalid input (Schemathesis' negative mode: whatever breaks the document's schemas, patterns and limits):
+a documented 4xx, never a 2xx or a 5xx; so the document must say what the service accepts (an operation whose
+input cannot be made invalid is one whose document is looser than the service).
 (Schemathesis' pytest plugin does not run under pytest 9 here, so its strategies are driven directly.)
 """
 
@@ -15,17 +18,20 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import (
     CheckContext,
     content_type_conformance,
+    negative_data_rejection,
     not_a_server_error,
     response_schema_conformance,
     status_code_conformance,
 )
 from schemathesis.core.transport import Response
+from schemathesis.generation import GenerationMode
 
 from tests.support.net import free_port
 from tests.unit.test_web import Site, bearer, make_site
+from updater.services.accounts import auth
 from updater.store import queries as q
 from updater.store.db import transaction
-from updater.web.openapi import openapi_document
+from updater.web.openapi import USERNAME_SCHEMA, openapi_document
 
 FUZZ = settings(
     max_examples=30,
@@ -61,6 +67,13 @@ OPERATIONS = [
     for path, item in openapi_document()["paths"].items()
     for method in item
     if path != "/api/v1/openapi.json"
+]
+# Operations that take input (parameters or a body): each can be sent invalid input.
+TAKING_INPUT = [
+    f"{method.upper()} {path}"
+    for path, item in openapi_document()["paths"].items()
+    for method, operation in item.items()
+    if path != "/api/v1/openapi.json" and (operation.get("parameters") or operation.get("requestBody"))
 ]
 
 
@@ -124,3 +137,37 @@ def test_a_viewer_can_read_but_every_mutation_is_refused(site: Site, label: str)
     fuzz()
     assert _users(site) == before
     assert _spooled(site) == []
+
+
+def test_the_documented_username_pattern_is_the_services_own() -> None:
+    assert USERNAME_SCHEMA["pattern"] == f"^{auth.USERNAME_PATTERN.pattern}$"
+
+
+def test_only_operations_without_any_input_are_left_out_of_the_invalid_input_fuzzing() -> None:
+    assert sorted(set(OPERATIONS) - set(TAKING_INPUT)) == [
+        "GET /api/v1/lock",
+        "GET /api/v1/releases",
+        "GET /api/v1/status",
+        "GET /api/v1/users",
+        "GET /api/v1/whoami",
+    ]
+
+
+@pytest.mark.parametrize("label", TAKING_INPUT)
+def test_invalid_input_is_refused_with_a_documented_4xx_and_never_5xx(site: Site, label: str) -> None:
+    """Negative mode: every case breaks the document somewhere (a username off its pattern, a token id that
+    is not 16 hex digits, an id longer than the store keeps, a missing field, a wrong type, a limit out of
+    range); the token is fixed, so what breaks is always the input."""
+    before = _users(site)
+    strategy = _operation(site, label).as_strategy(
+        generation_mode=GenerationMode.NEGATIVE, headers=bearer(site.operator_token)
+    )
+
+    @FUZZ
+    @given(case=strategy)
+    def fuzz(case: schemathesis.Case) -> None:
+        case.call_and_validate(checks=[*CHECKS, negative_data_rejection])
+
+    fuzz()
+    assert _spooled(site) == []
+    assert _users(site) == before  # invalid input changes nothing (a username off the pattern is no user)

@@ -36,11 +36,21 @@ def _errors(*codes: int) -> dict[str, Any]:
     return {str(code): _json(_ref("Error"), texts[code]) for code in codes}
 
 
-_USERNAME = {"name": "username", "in": "path", "required": True, "schema": {"type": "string"}}
-_ROLLOUT_ID = {"name": "rollout_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_VERSION = {"name": "version", "in": "path", "required": True, "schema": {"type": "string"}}
-_TOKEN_ID = {"name": "token_id", "in": "path", "required": True, "schema": {"type": "string"}}
-_IMPORT_ID = {"name": "import_id", "in": "path", "required": True, "schema": {"type": "string"}}
+# What the service accepts, as tight as the service itself: a username is auth.USERNAME_PATTERN (a test
+# compares the two), a token id auth's 16 hex digits, and the ids and versions the store keeps are at most
+# 64 characters (their columns), so nothing else can name an object.
+USERNAME_SCHEMA = {"type": "string", "pattern": "^[a-z][a-z0-9._-]{0,63}$"}
+_STORED_ID = {"type": "string", "minLength": 1, "maxLength": 64}
+_USERNAME = {"name": "username", "in": "path", "required": True, "schema": USERNAME_SCHEMA}
+_ROLLOUT_ID = {"name": "rollout_id", "in": "path", "required": True, "schema": _STORED_ID}
+_VERSION = {"name": "version", "in": "path", "required": True, "schema": _STORED_ID}
+_TOKEN_ID = {
+    "name": "token_id",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[0-9a-f]{16}$"},
+}
+_IMPORT_ID = {"name": "import_id", "in": "path", "required": True, "schema": _STORED_ID}
 _CHECK = {
     "type": "object",
     "required": ["name", "passed", "detail"],
@@ -321,7 +331,7 @@ def _paths() -> dict[str, Any]:
         "type": "object",
         "required": ["username", "role"],
         "properties": {
-            "username": {"type": "string"},
+            "username": USERNAME_SCHEMA,
             "role": {"type": "string", "enum": ["viewer", "operator"]},
         },
     }
