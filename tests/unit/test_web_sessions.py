@@ -11,6 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from tests.unit.test_web import Site, csrf_from, login, make_site
+from tests.unit.test_web_cli import login_works, password_from, run
 from updater.services.accounts import users
 from updater.store import queries as q
 from updater.store.db import transaction
@@ -142,3 +143,34 @@ def test_sessions_past_their_lifetime_are_removed_at_the_next_sign_in(tmp_path: 
     login(site.client(), "olga")
     assert _live_sessions(site) == 1
     site.app.extensions["corral"].engine.dispose()
+
+
+def test_resetting_a_users_password_ends_their_sessions_and_the_old_password(site: Site) -> None:
+    vera, olga = site.client(), site.client()
+    login(vera, "vera")
+    login(olga, "olga")
+    with transaction(site.sessions) as db:
+        password = users.reset_password(db, users.Actor("cli:root"), "vera")
+    assert not _signed_in(vera)
+    assert _signed_in(olga)
+    assert login(vera, "vera").status_code == 401  # the old password
+    login(vera, "vera", password)
+    assert _signed_in(vera)
+    assert [(e.actor, e.action, e.target) for e in site.audit() if e.action == "user.password_reset"] == [
+        ("cli:root", "user.password_reset", "vera")
+    ]
+
+
+def test_corral_updater_user_reset_password_prints_a_new_password_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    home = tmp_path / "home"
+    code, out, _ = run(home, "init", "--bind", "127.0.0.1:18443", capsys=capsys)
+    assert code == 0
+    old = password_from(out)
+    code, out, _ = run(home, "user", "reset-password", "admin", capsys=capsys)
+    assert code == 0
+    new = out.split("new password ")[1].split()[0]
+    assert login_works(home, "admin", new)
+    assert not login_works(home, "admin", old)
+    assert run(home, "user", "reset-password", "nobody", capsys=capsys)[0] == 2

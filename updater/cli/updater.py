@@ -135,6 +135,14 @@ def _cmd_set_disabled(args: argparse.Namespace, disabled: bool) -> int:
     return 0
 
 
+def cmd_user_reset_password(args: argparse.Namespace) -> int:
+    password = _with_db(
+        _config(args), lambda db: users.reset_password(db, users.Actor(_actor()), args.username)
+    )
+    print(f"user {args.username}: new password {password}   (shown once; every session of theirs ended)")
+    return 0
+
+
 def cmd_token_create(args: argparse.Namespace) -> int:
     token = _with_db(
         _config(args),
@@ -330,6 +338,11 @@ def _add_accounts(commands: Any) -> None:
     add.add_argument("--role", required=True, help="viewer or operator")
     add.set_defaults(func=cmd_user_add)
     user.add_parser("list", help="list users").set_defaults(func=cmd_user_list)
+    reset = user.add_parser(
+        "reset-password", help="give a user a new generated password (printed once) and end their sessions"
+    )
+    reset.add_argument("username")
+    reset.set_defaults(func=cmd_user_reset_password)
     for name, disabled in (("disable", True), ("enable", False)):
         sub = user.add_parser(name, help=f"{name} a user")
         sub.add_argument("username")

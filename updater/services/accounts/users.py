@@ -67,6 +67,17 @@ def set_disabled(db: Session, actor: Actor, username: str, *, disabled: bool) ->
     return user
 
 
+def reset_password(db: Session, actor: Actor, username: str) -> str:
+    """Give ``username`` a new generated password (returned, shown once) and end every session of theirs:
+    whoever signed in with the old password is signed out at their next request."""
+    user = queries.get_user(db, username)
+    password = auth.generate_password()
+    user.password_hash = auth.hash_password(password)
+    sessions.end_all(db, user)
+    _record(db, actor, "user.password_reset", username)
+    return password
+
+
 def disabled_action(disabled: bool) -> str:
     """The audit action of :func:`set_disabled` (adapters name it in their refusal entries)."""
     return "user.disable" if disabled else "user.enable"
