@@ -7,7 +7,9 @@ deployed), like ``tests/lab/test_rolling_engine.py``, so each rollout takes abou
 
 The specs: a rollout to completion (steps, order = plan, one boot per node), ``kill -9`` of the worker in the
 middle of a node and a new worker finishing the same rollout id without a second boot, pause after the node in
-progress then resume, and abort after the node in progress (lock released).
+progress then resume, and abort after the node in progress (lock released). The release's collection carries a
+service role double (``tests.lab.test_rolling_engine.SERVICE_DOUBLE``) whose drain and undrain the kill specs
+hold open, so the worker dies in the middle of them.
 """
 
 from __future__ import annotations
@@ -25,7 +27,13 @@ import pytest
 import yaml
 from kazoo.client import KazooClient
 
-from tests.lab.conftest import LabSession, build_collection
+from tests.lab.conftest import LabSession
+from tests.lab.test_rolling_engine import (
+    SERVICE_DOUBLE,
+    SERVICE_DOUBLE_DIR,
+    build_collection_with_double,
+    double_log,
+)
 from tests.support.postgres_server import PostgresServer
 from tests.support.redis_server import RedisServer
 from tests.support.service_stack import (
@@ -63,6 +71,18 @@ class Stack:
     service: Service
     image: str
     bmc_password: str
+    inventory: Path
+    inventory_data: dict[str, object]
+    double: Path  # the service double's log and hold files
+
+    def write_inventory(self, *, double: bool = False) -> None:
+        """The engine-only inventory; with ``double``, the service double is the one role rolled."""
+        roles = {"rolling_node_roles": [SERVICE_DOUBLE]} if double else {}
+        write_inventory(
+            self.inventory,
+            self.inventory_data,
+            {"corral_rolling_zookeeper_hosts": self.zookeeper.hosts, **FAST, **roles},
+        )
 
     def boots_since(self, count: int) -> list[tuple[str, str, str]]:
         return [(b.node, b.image, b.kind) for b in self.session.lab.boots()[count:]]
@@ -75,13 +95,18 @@ class Stack:
             out[node] = match.group(1)
         return out
 
-    def start(self, actor: str = "tester") -> tuple[str, list[str]]:
+    def start(self, actor: str = "tester", *, double: bool = False) -> tuple[str, list[str]]:
+        """Preview and start a rollout to v2; with ``double``, its runs roll the service double (the preview,
+        like the web's, checks health with this checkout's collection, which has no double)."""
         queued: list[str] = []
         config = self.service.config
+        self.write_inventory()
         with self.service.db() as db:
             preview = rollouts.preview(config, db, V2)
             assert preview.ready, preview.preflight
             rollout_id = rollouts.start(config, db, V2, actor, queued.append)
+        if double:
+            self.write_inventory(double=True)
         for queued_id in queued:  # after the commit, as the adapters do
             self.service.enqueue(queued_id)
         assert queued == [rollout_id]
@@ -97,6 +122,9 @@ class Stack:
 
     def reset(self) -> None:
         """Every node back on v1, no lock, no rollout in ZooKeeper, the boot service's fences cleared."""
+        self.write_inventory()
+        for path in self.double.iterdir():
+            path.unlink()
         for node in NODES:
             self.session.reset(node)
             shutil.rmtree(self.session.lab.layout.node_dir(node) / FENCE_DIR, ignore_errors=True)
@@ -127,12 +155,15 @@ def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     issued = bundle_kit.issue(kit)
     image = lab.derive_image(V2, {"/etc/motd": "Corral 0.2.0\n"})
     artifacts = bundle_kit.make_artifacts(work / "good", V2, image=lab.lab.images.get(image).artifact)
-    artifacts.collection = build_collection(work / "collection")
+    artifacts.collection = build_collection_with_double(work / "collection")
+    double = work / "double"
+    double.mkdir()
     bundle = bundle_kit.build_bundle(kit, V2, upgrade_from=">=0.1.0, <0.3.0", artifacts=artifacts)
     # preview/start run ansible-runner in this process too (the web and CLI processes do the same).
     environment = pytest.MonkeyPatch()
     for name, value in service_env().items():
         environment.setenv(name, value)
+    environment.setenv(SERVICE_DOUBLE_DIR, str(double))  # the workers' plays inherit it
     redis = RedisServer()
     redis.start()
     zookeeper = ZooKeeperServer(work / "zookeeper")
@@ -142,10 +173,9 @@ def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     try:
         postgres.start()
         inventory_data = yaml.safe_load(lab.inventory.read_text())
-        inventory = write_inventory(
-            work / "inventory.yml",
-            inventory_data,
-            {"corral_rolling_zookeeper_hosts": zookeeper.hosts, **FAST},
+        inventory = work / "inventory.yml"
+        write_inventory(
+            inventory, inventory_data, {"corral_rolling_zookeeper_hosts": zookeeper.hosts, **FAST}
         )
         service = init_service(
             work,
@@ -189,7 +219,16 @@ def stack(lab: LabSession, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             )
         service.start_worker()
         hostvars = lab.hostvars("node1")
-        built = Stack(lab, zookeeper, service, image, str(hostvars["corral_bmc_password"]))
+        built = Stack(
+            lab,
+            zookeeper,
+            service,
+            image,
+            str(hostvars["corral_bmc_password"]),
+            inventory,
+            inventory_data,
+            double,
+        )
         built.reset()
         yield built
         built.reset()
@@ -233,16 +272,26 @@ def test_a_worker_rolls_every_node_to_v2_in_the_planned_order_booting_each_once(
     stack.reset()
 
 
-@pytest.mark.parametrize("phase", ["preflight", "trial boot", "verify"])
+HELD = ("drain", "undrain")  # phases the service double holds open until the worker is killed
+
+
+@pytest.mark.parametrize("phase", ["preflight", "drain", "trial boot", "verify", "undrain"])
 def test_a_worker_killed_mid_node_is_replaced_and_the_same_rollout_finishes_without_a_second_boot(
     stack: Stack, phase: str
 ) -> None:
-    """kill -9 of the worker's process group while node1 is in ``phase`` (issue 19: each phase of a node)."""
+    """kill -9 of the worker's process group while node1 is in ``phase`` (issue 19: each phase of a node).
+    In the drain and the undrain the run rolls the service double, held open in node1's ``phase`` until the
+    kill: the worker dies in the middle of the role's task."""
     before = len(stack.session.lab.boots())
-    rollout_id, order = stack.start()
+    hold = stack.double / f"hold-{phase}-node1"
+    if phase in HELD:
+        hold.touch()
+    rollout_id, order = stack.start(double=phase in HELD)
     worker = stack.service.workers[-1]
     if phase == "preflight":
         stack.wait_node_started(rollout_id, "node1")
+    elif phase in HELD:
+        wait_for(lambda: (phase, "start", "node1") in _double(stack), 240, f"node1's {phase}", worker)
     elif phase == "trial boot":
         wait_for(lambda: stack.boots_since(before), 180, "node1's trial boot", worker)
     else:  # verifying lasts a second or two with the engine only: killed then, or just after
@@ -257,6 +306,7 @@ def test_a_worker_killed_mid_node_is_replaced_and_the_same_rollout_finishes_with
         )
     state = stack.service.view(rollout_id).steps["node1"]["state"]
     worker.kill()  # kill -9 of the worker and its pool, in the middle of node1
+    killed_at = len(double_log(stack.double))
     print(f"\n[service-rollout] worker killed with node1 {state} ({phase})")
     assert stack.service.view(rollout_id).state == "running"
     # The dead run's play (its own session, deaf to SIGHUP) may outlive the process group: the takeover
@@ -264,6 +314,11 @@ def test_a_worker_killed_mid_node_is_replaced_and_the_same_rollout_finishes_with
     orphans = _marked_processes(rollout_id)
     print(f"\n[service-rollout] the dead run's processes right after the kill: {len(orphans)}")
     stack.service.start_worker()  # worker_ready: recovery finds the rollout whose process is gone
+    if phase in HELD:  # once the new run has begun (after its sweep), its own drain or undrain goes through
+        wait_for(
+            lambda: _runs_begun(stack, rollout_id) >= 2, 180, "the takeover's run", stack.service.workers[-1]
+        )
+        hold.unlink()
     view = stack.service.wait_state(rollout_id, {"succeeded", "failed", "aborted"}, ROLLOUT_TIMEOUT)
     assert view.state == "succeeded", "\n".join(view.log[-60:])
     assert any("the process running this rollout is gone: continuing it" in line for line in view.log)
@@ -274,17 +329,55 @@ def test_a_worker_killed_mid_node_is_replaced_and_the_same_rollout_finishes_with
     assert view.executed == order == list(NODES)
     assert stack.releases() == dict.fromkeys(NODES, V2)
     assert stack.boots_since(before) == [(node, stack.image, "once") for node in NODES]
+    if phase in HELD:
+        _check_the_dead_run_changed_nothing_after_the_kill(stack, phase, killed_at)
     # one record over both runs (issue 19 items 2, 3): the probe report and node1's phases cover the dead run
     report = view.probe_report
     assert report is not None
     assert [run["run"] for run in report["runs"]] == [1, 2], report["runs"]
     assert len(report["seams"]) == 1
     print(f"[service-rollout] probe over both runs: {report['duration_s']} s, seam {report['seams'][0]}")
+    for name, service in sorted(report["services"].items()):
+        seam = service.get("longest_gap_spans_seam")
+        print(
+            f"[service-rollout] probe {name}: {service['failures']} failures of {service['operations']}, "
+            f"longest gap {service['longest_gap_s']} s (across the seam: {seam})"
+        )
     node1 = view.steps["node1"]
     spent = (node1["finished"] - node1["started"]).total_seconds()  # from its start in the dead run
     print(f"[service-rollout] node1 over both runs: {node1['phases']} ({spent:.1f} s from start to finish)")
     assert node1["phases"]["total"] >= spent - 2.0, (node1["phases"], spent)
     stack.reset()
+
+
+def _double(stack: Stack) -> list[tuple[str, str, str]]:
+    return [(action, edge, node) for action, edge, node, _run in double_log(stack.double)]
+
+
+def _runs_begun(stack: Stack, rollout_id: str) -> int:
+    return sum("(ansible-runner data in" in line for line in stack.service.view(rollout_id).log)
+
+
+def _check_the_dead_run_changed_nothing_after_the_kill(stack: Stack, phase: str, killed_at: int) -> None:
+    """The dead run's last act is the start of node1's ``phase`` (it never ended it, nor did anything after);
+    the new run undid a half-done drain before draining node1 again, or ran node1's undrain once more."""
+    log = double_log(stack.double)
+    dead = log[killed_at - 1][3]
+    assert log[killed_at - 1][:3] == (phase, "start", "node1"), log
+    assert [line for line in log[killed_at:] if line[3] == dead] == [], "the dead run acted after the kill"
+    new = [line for line in log[killed_at:] if line[3] != dead]
+    assert len({run for *_, run in new}) == 1, new
+    node1 = [(action, edge) for action, edge, node, _ in new if node == "node1"]
+    again = ["undrain", "drain", "undrain"] if phase == "drain" else ["undrain"]
+    assert node1 == [(action, edge) for action in again for edge in ("start", "end")], log
+    for node in ("node2", "node3"):
+        assert [(a, e) for a, e, n, _ in new if n == node] == [
+            ("drain", "start"),
+            ("drain", "end"),
+            ("undrain", "start"),
+            ("undrain", "end"),
+        ], log
+    print(f"[service-rollout] service double: dead run {log[:killed_at]}, new run's node1 {node1}")
 
 
 def _marked_processes(rollout_id: str) -> list[int]:
