@@ -78,6 +78,9 @@ class ServiceConfig:
     # gunicorn: worker processes of the web tier and threads in each (docs/security.md, "Limits").
     web_workers: int = 2
     web_threads: int = 16
+    # Seconds a connection has for its TLS handshake and request headers before it is closed, so slow or idle
+    # clients cannot hold the request threads (updater/https/worker.py).
+    web_header_timeout_seconds: int = 10
     # The online update channel (all empty: none; bundles are imported by hand). The license, entitlement key
     # and channel root it uses live in trust/; the channel name is one the license covers.
     channel_url: str = ""  # https://updates.example.com (the update server's base URL, no /v1)
@@ -112,10 +115,10 @@ class ServiceConfig:
         self._check_channel()
 
     def _check_web_tier(self) -> None:
-        for name in ("web_workers", "web_threads"):
+        for name, most in (("web_workers", 64), ("web_threads", 64), ("web_header_timeout_seconds", 300)):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
-                raise ConfigError(f"{name} must be a whole number from 1 to 64, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= most:
+                raise ConfigError(f"{name} must be a whole number from 1 to {most}, got {value!r}")
         url = self.login_throttle_url
         if url not in ("", "memory://") and not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError('login_throttle_url must be empty (redis_url), "memory://" or a Redis URL')

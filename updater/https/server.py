@@ -20,6 +20,8 @@ from typing import Any
 from flask import Flask
 from gunicorn.app.base import BaseApplication  # type: ignore[import-untyped]
 
+from updater.https.worker import DEFAULT_HEADER_TIMEOUT, guarded_worker
+
 ACCESS_LOG_FORMAT = '%(h)s "%(r)s" %(s)s %(b)s %(L)ss'
 # TLS 1.2 suites offered: forward secret (ECDHE) and authenticated encryption (AES-GCM, ChaCha20-Poly1305)
 # only; the CBC suites (HMAC-SHA1/SHA256/SHA384, MAC-then-encrypt) are left out. TLS 1.3 is not affected.
@@ -60,15 +62,17 @@ def tls_options(
     home: Path,
     graceful_timeout: int = 10,
     workers: int = 1,
+    header_timeout: float = DEFAULT_HEADER_TIMEOUT,
 ) -> dict[str, Any]:
-    """gunicorn settings: ``workers`` gthread workers, the certificate and key, AEAD-only TLS 1.2 suites, the
-    control socket under ``home``, access and error logs on stdout."""
+    """gunicorn settings: ``workers`` gthread workers whose requests' TLS handshake and headers must arrive
+    within ``header_timeout`` seconds (:mod:`updater.https.worker`), the certificate and key, AEAD-only TLS
+    1.2 suites, the control socket under ``home``, access and error logs on stdout."""
     if not cert or not key:
         raise ValueError("an HTTPS service needs both a certificate and a key")
     return {
         "bind": bind,
         "workers": workers,
-        "worker_class": "gthread",
+        "worker_class": guarded_worker(header_timeout),
         "threads": threads,
         "certfile": cert,
         "keyfile": key,

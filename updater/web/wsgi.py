@@ -32,6 +32,7 @@ def gunicorn_options(config: ServiceConfig, *, bind: str | None = None) -> dict[
         key=str(config.key_path),
         threads=config.web_threads,
         workers=config.web_workers,
+        header_timeout=config.web_header_timeout_seconds,
         home=config.home,
         graceful_timeout=10,
     )
