@@ -1,5 +1,5 @@
 """50 viewers following one rollout's live output over Server-Sent Events, through the real service:
-``corral-updater web`` (gunicorn over HTTPS, one process with threads, as deployed) on 127.0.0.1.
+``corral-updater web`` (gunicorn over HTTPS, its default worker processes and threads) on 127.0.0.1.
 
 A writer appends log lines to the rollout in the store (as the rollout task does) at a steady rate, then ends
 the rollout. Each viewer is a thread that follows ``/api/v1/rollouts/<id>/events`` like a browser's
@@ -35,6 +35,7 @@ from updater.domain.states import RolloutState
 from updater.store import queries as q
 from updater.store.db import make_engine, session_factory, transaction
 from updater.store.models import ReleaseSource
+from updater.web.events import StreamSettings
 
 FULL = os.environ.get("CORRAL_BENCH_SIZE") == "full"
 VIEWERS = 50
@@ -200,9 +201,11 @@ def test_bench_sse_with_50_viewers_of_one_rollout(benchmark: BenchmarkFixture, s
     reconnects = sum(v.connections - 1 for v in run.viewers)
     p50, p99 = percentile(delays, 0.50) * 1000, percentile(delays, 0.99) * 1000
     status_p50, status_p99 = percentile(run.status, 0.5) * 1000, percentile(run.status, 0.99) * 1000
+    config = load_config(service.home)
     print(
-        f"\nSSE, {VIEWERS} viewers of one rollout over HTTPS (gunicorn: 1 process x 16 threads, "
-        f"at most 8 streams held open, the rest poll), {LINES} lines at {LINES_PER_SECOND}/s: "
+        f"\nSSE, {VIEWERS} viewers of one rollout over HTTPS (gunicorn: {config.web_workers} processes x "
+        f"{config.web_threads} threads, at most {StreamSettings().max_streams} streams held open per "
+        f"process, the rest poll), {LINES} lines at {LINES_PER_SECOND}/s: "
         f"delivery p50 {p50:.0f} ms, p99 {p99:.0f} ms, "
         f"max {max(delays) * 1000:.0f} ms; last viewer saw the end {last_end:.2f} s after it; "
         f"{reconnects} reconnects; meanwhile GET /api/v1/status p50 {status_p50:.1f} ms, "
