@@ -41,6 +41,21 @@ options:
     description: Seconds the Ceph client waits for a monitor before giving up.
     type: int
     default: 10
+  wait:
+    description:
+      - Seconds to keep looking, every O(poll_interval) seconds, until the cluster is whole (healthy as
+        O(accepted_checks) says, every monitor in quorum, every OSD up and in, every PG active+clean); the
+        module returns the first whole look, or the last one when the time is up (RV(looks) counts them).
+        A look that fails while waiting (a monitor election, a timeout) counts as not whole yet; only a
+        failing last look fails the module. C(0) looks once.
+      - One module run that reacts within O(poll_interval) replaces an Ansible C(until) loop, whose every
+        retry is a new connection, a new module run and the retry's delay.
+    type: float
+    default: 0
+  poll_interval:
+    description: Seconds between two looks while waiting (O(wait)).
+    type: float
+    default: 1
 notes:
   - Needs the C(ceph) CLI and a keyring allowed to read the cluster status (the admin keyring on a
     Corral node).
@@ -119,8 +134,19 @@ mgr:
   description: C(available) and C(num_standbys).
   returned: success
   type: dict
+whole:
+  description: Healthy, every monitor in quorum, every OSD up and in, every PG active+clean.
+  returned: success
+  type: bool
+looks:
+  description: How many times C(ceph status) was asked (1 without O(wait)).
+  returned: success
+  type: int
 """
 
+
+import time
+from typing import Any
 
 from ansible.module_utils.basic import AnsibleModule  # type: ignore[import-untyped]
 from ansible_collections.corral.cloud.plugins.module_utils.ceph_cli import (  # type: ignore[import-untyped]
@@ -136,22 +162,52 @@ from ansible_collections.corral.cloud.plugins.module_utils.ceph_report import ( 
 )
 
 
+def look(module: Any) -> dict[str, Any]:
+    """One look at the cluster: its summary, the verdict on its health and whether it is whole."""
+    summary: dict[str, Any] = summarize_status(ceph_json(module, "status"))
+    verdict = health_verdict(summary["health"], module.params["accepted_checks"])
+    whole = bool(
+        verdict["healthy"]
+        and summary["mons"]["all_in_quorum"]
+        and summary["osds"]["all_up_in"]
+        and summary["pgs"]["all_active_clean"]
+    )
+    return {"summary": summary, "verdict": verdict, "whole": whole}
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
             **CONNECTION_OPTIONS,
             "detail": {"type": "bool", "default": False},
             "accepted_checks": {"type": "list", "elements": "str", "default": []},
+            "wait": {"type": "float", "default": 0},
+            "poll_interval": {"type": "float", "default": 1},
         },
         supports_check_mode=True,
     )
-    try:
-        summary = summarize_status(ceph_json(module, "status"))
-        if module.params["detail"]:
+    deadline = time.monotonic() + max(module.params["wait"], 0)
+    looks = 0
+    while True:
+        looks += 1
+        last_chance = time.monotonic() + module.params["poll_interval"] > deadline
+        try:
+            seen = look(module)
+        except CephOutputError as exc:
+            if last_chance:
+                module.fail_json(msg=str(exc), looks=looks)
+            time.sleep(module.params["poll_interval"])
+            continue
+        if seen["whole"] or last_chance:
+            break
+        time.sleep(module.params["poll_interval"])
+    summary, verdict = seen["summary"], seen["verdict"]
+    if module.params["detail"]:  # the detail lines explain the last look; asked once, not at every look
+        try:
             summary["health"] = parse_health(ceph_json(module, "health", "detail"))
-    except CephOutputError as exc:
-        module.fail_json(msg=str(exc))
-    verdict = health_verdict(summary["health"], module.params["accepted_checks"])
+        except CephOutputError as exc:
+            module.fail_json(msg=str(exc), looks=looks)
+        verdict = health_verdict(summary["health"], module.params["accepted_checks"])
     message = summary["health"]["status"]
     if verdict["unaccepted"]:
         message = describe_unhealthy(summary["health"], verdict["unaccepted"])
@@ -161,6 +217,8 @@ def main() -> None:
         unaccepted_checks=verdict["unaccepted"],
         accepted_checks_raised=verdict["accepted"],
         message=message,
+        whole=seen["whole"],
+        looks=looks,
         **summary,
     )
 

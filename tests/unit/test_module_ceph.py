@@ -10,6 +10,8 @@ import json
 from typing import Any
 
 import pytest
+from ansible.module_utils import basic  # type: ignore[import-untyped]
+from ansible.module_utils.testing import patch_module_args  # type: ignore[import-untyped]
 
 from tests.unit.fixtures.module_harness import Replay, collection_module, recording, run_main
 
@@ -245,3 +247,49 @@ def test_module_fails_when_unsafe_if_asked(
     assert result["msg"].startswith("stopping would make data or the monitor quorum unavailable")
     assert "not enough monitors would be available (c)" in result["msg"]
     assert replay.calls == [[*CLI, "mon", "ok-to-stop", "b"]]
+
+
+def test_module_waits_until_the_cluster_is_whole_and_asks_for_the_detail_once(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With ``wait`` the module looks again every ``poll_interval`` (one module run, not an Ansible retry per
+    look); a look that fails (a monitor election) is "not yet"; the first whole look ends the wait."""
+    looks = [
+        (1, "", "[errno 110] RADOS timed out (error connecting to the cluster)\n"),
+        tuple(recording("ceph/status_pg_degraded.json")[k] for k in ("rc", "stdout", "stderr")),
+        tuple(recording("ceph/status_health_ok.json")[k] for k in ("rc", "stdout", "stderr")),
+    ]
+    detail = recording("ceph/health_detail_ok.json")
+    calls: list[list[str]] = []
+
+    def run_command(module: object, args: list[str], **_: object) -> tuple[int, str, str]:
+        calls.append(list(args))
+        if args == [*CLI, "status", "--format", "json"]:
+            rc, out, err = looks.pop(0)
+            return int(rc), str(out), str(err)
+        assert args == [*CLI, "health", "detail", "--format", "json"], args
+        return detail["rc"], detail["stdout"], detail["stderr"]
+
+    sleeps: list[float] = []
+    monkeypatch.setattr(ceph_status.time, "sleep", sleeps.append)
+    monkeypatch.setattr(basic.AnsibleModule, "run_command", run_command)
+    capsys.readouterr()
+    with patch_module_args({"detail": True, "wait": 60, "poll_interval": 0.5}), pytest.raises(SystemExit):
+        ceph_status.main()
+    result = json.loads(capsys.readouterr().out)
+    assert (result["whole"], result["healthy"], result["looks"]) == (True, True, 3)
+    assert result["pgs"]["all_active_clean"] is True
+    assert sleeps == [0.5, 0.5]
+    assert [c[5:] for c in calls] == [["status", "--format", "json"]] * 3 + [
+        ["health", "detail", "--format", "json"]
+    ]
+
+
+def test_module_without_wait_looks_once_and_reports_what_it_saw(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    replay = Replay()
+    replay.add_recording(recording("ceph/status_pg_degraded.json"), [*CLI, "status", "--format", "json"])
+    result = run_main(ceph_status.main, {}, replay, monkeypatch, capsys)
+    assert (result["whole"], result["looks"]) == (False, 1)
+    assert len(replay.calls) == 1
