@@ -275,13 +275,23 @@ def test_a_worker_rolls_every_node_to_v2_in_the_planned_order_booting_each_once(
 HELD = ("drain", "undrain")  # phases the service double holds open until the worker is killed
 
 
+@pytest.fixture
+def reset_after(stack: Stack) -> Iterator[Stack]:
+    """The stack, reset after the test whatever its outcome: a failed kill spec leaves no rollout behind."""
+    try:
+        yield stack
+    finally:
+        stack.reset()
+
+
 @pytest.mark.parametrize("phase", ["preflight", "drain", "trial boot", "verify", "undrain"])
 def test_a_worker_killed_mid_node_is_replaced_and_the_same_rollout_finishes_without_a_second_boot(
-    stack: Stack, phase: str
+    reset_after: Stack, phase: str
 ) -> None:
     """kill -9 of the worker's process group while node1 is in ``phase`` (issue 19: each phase of a node).
     In the drain and the undrain the run rolls the service double, held open in node1's ``phase`` until the
     kill: the worker dies in the middle of the role's task."""
+    stack = reset_after
     before = len(stack.session.lab.boots())
     hold = stack.double / f"hold-{phase}-node1"
     if phase in HELD:
@@ -347,7 +357,6 @@ def test_a_worker_killed_mid_node_is_replaced_and_the_same_rollout_finishes_with
     spent = (node1["finished"] - node1["started"]).total_seconds()  # from its start in the dead run
     print(f"[service-rollout] node1 over both runs: {node1['phases']} ({spent:.1f} s from start to finish)")
     assert node1["phases"]["total"] >= spent - 2.0, (node1["phases"], spent)
-    stack.reset()
 
 
 def _double(stack: Stack) -> list[tuple[str, str, str]]:
