@@ -48,6 +48,9 @@ def celery_settings(config: ServiceConfig) -> dict[str, Any]:
         "enable_utc": True,
         "beat_schedule_filename": str(config.home / "celerybeat-schedule"),
         "worker_redirect_stdouts": False,
+        # The result backend keeps its own retries (Celery's default: 20, about 19 s with Redis down), which
+        # a web thread sending a job would sit through after the broker's RETRY_POLICY had given up.
+        "result_backend_transport_options": {"retry_policy": RETRY_POLICY},
     }
 
 
