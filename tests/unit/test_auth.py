@@ -37,6 +37,7 @@ class FakeClock:
         return self.now
 
 
+@pytest.mark.production_password_hashing
 def test_passwords_are_hashed_with_memory_hard_argon2id_and_a_fresh_salt() -> None:
     first, second = auth.hash_password("correct horse battery"), auth.hash_password("correct horse battery")
     assert first.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
@@ -133,6 +134,7 @@ def test_a_throttled_user_is_refused_even_with_the_right_password(factory: sessi
             auth.authenticate(session, throttle, "alice", "correct horse battery", None)
 
 
+@pytest.mark.production_password_hashing
 def test_a_weaker_hash_is_upgraded_at_the_next_login(factory: sessionmaker[Session]) -> None:
     weak = PasswordHasher(time_cost=1, memory_cost=8, parallelism=1, type=Type.ID).hash(
         "correct horse battery"
