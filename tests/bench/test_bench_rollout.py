@@ -26,7 +26,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import cast
 
-import pytest
 from pytest_benchmark.fixture import BenchmarkFixture
 
 from tests.lab import conftest as lab_tier
@@ -46,7 +45,7 @@ site = site_rolling.site
 
 def _bare(ctl: Controller, work: Path) -> tuple[list[BareReboot], float]:
     site_rolling._wait_until_every_pg_is_active_and_clean(ctl)
-    probe = _probe(ctl, work, "bench-bare")
+    probe = site_rolling.start_probe(ctl, work, "bench-bare")
     site_rolling._wait_until_every_pg_is_active_and_clean(ctl)
     started = time.monotonic()
     try:
@@ -61,20 +60,9 @@ def _bare(ctl: Controller, work: Path) -> tuple[list[BareReboot], float]:
     return bare, elapsed
 
 
-def _probe(ctl: Controller, work: Path, name: str) -> site_rolling.Probe:
-    """The probe, started again once (with a new bucket) when its set-up times out: right after the bare
-    rolling reboot, RGW's first bucket creation through the VIP once timed out (make bench, loaded host)."""
-    try:
-        return site_rolling.Probe(ctl, work, name)
-    except pytest.fail.Exception as first:
-        print(f"the probe's set-up failed, starting it again: {first}")
-        site_rolling._wait_until_every_pg_is_active_and_clean(ctl)
-        return site_rolling.Probe(ctl, work, f"{name}-again")
-
-
 def _rollout(ctl: Controller, work: Path) -> tuple[list[NodeRollout], float]:
     site_rolling._wait_until_every_pg_is_active_and_clean(ctl)
-    probe = _probe(ctl, work, "bench-rollout")
+    probe = site_rolling.start_probe(ctl, work, "bench-rollout")
     site_rolling._wait_until_every_pg_is_active_and_clean(ctl)
     started = time.monotonic()
     run = site_rolling._roll(ctl, {"corral_bundle": str(ctl.good.bundle), "corral_rollout_id": "bench"})
