@@ -40,13 +40,19 @@ def revoke_token(username: str, token_id: str) -> ResponseReturnValue:
     except auth.Forbidden:
         refuse_for_role(g.user, Role.OPERATOR)
     except queries.NotFound as error:
-        audit.record_separately(
-            web_context().sessions,
-            actor=actor.name,
-            action="token.revoke",
-            target=username,
-            outcome=Outcome.REFUSED,
-            source_ip=actor.source_ip,
-            detail=str(error),
-        )
+        audit_refused_revoke(actor, username, error)
         raise NotFound(str(error)) from None
+
+
+def audit_refused_revoke(actor: Actor, username: str, error: Exception) -> None:
+    """A revoke of a token the user does not have is audited as refused (the API and the Users page alike);
+    the refused request's own transaction is rolled back, so the entry is written in its own."""
+    audit.record_separately(
+        web_context().sessions,
+        actor=actor.name,
+        action="token.revoke",
+        target=username,
+        outcome=Outcome.REFUSED,
+        source_ip=actor.source_ip,
+        detail=str(error),
+    )

@@ -9,11 +9,12 @@ from __future__ import annotations
 from flask import Blueprint, flash, g, redirect, request, url_for
 from werkzeug.wrappers import Response
 
-from updater.services.accounts import audit, auth, tokens
+from updater.services.accounts import auth, tokens
 from updater.services.accounts.users import Actor
 from updater.store import queries
 from updater.store.db import transaction
-from updater.store.models import Outcome, Role
+from updater.store.models import Role
+from updater.web.api_tokens import audit_refused_revoke
 from updater.web.context import web_context
 from updater.web.security import refuse_for_role, requires
 
@@ -30,15 +31,7 @@ def revoke(username: str, token_id: str) -> Response:
     except auth.Forbidden:
         refuse_for_role(g.user, Role.OPERATOR)
     except queries.NotFound as error:
-        audit.record_separately(
-            web_context().sessions,
-            actor=actor.name,
-            action="token.revoke",
-            target=username,
-            outcome=Outcome.REFUSED,
-            source_ip=actor.source_ip,
-            detail=str(error),
-        )
+        audit_refused_revoke(actor, username, error)
         flash(str(error), "error")
         return redirect(url_for("ui.users"))
     flash(f"API token {name} of {username} revoked: it is refused from now on.", "info")
